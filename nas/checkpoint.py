@@ -1,0 +1,38 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.errors import UserError
+from nas.io import atomic_write
+
+__all__ = ["save_checkpoint", "load_checkpoint"]
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Save ``state`` (tensors, numbers, strings, lists, dicts only) via a temporary file."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint without running pickled code (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise UserError(f"{path}: refused to load checkpoint: it holds objects beyond plain tensors and "
+                        f"containers ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise UserError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a vlnas checkpoint (top level is {type(state).__name__})")
+    return state

@@ -1,0 +1,87 @@
+"""``nas retrain``: train a genotype as a fixed network and write the results file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from nas.cli.common import add_run_arguments, config_layers
+from nas.config import Layer, resolve_config, yaml_layer
+from nas.errors import UserError
+from nas.genotype import load_genotype
+from nas.registry import SPACES
+from nas.run import make_run_dir, save_config, setup_logging
+
+log = logging.getLogger("nas")
+
+HELP = """Train a searched architecture (a genotype JSON) from scratch.
+
+The network is built from the genotype alone: only the chosen op at each
+block. Defaults follow MmNas's VQA recipe (H=512, Adam lr 1.2e-4 with 3 warm-up
+epochs, x0.2 decay after epochs 10 and 12, 13 epochs, gradient clipping 1.0).
+Depth (block counts) always comes from the genotype.
+
+Writes to the run directory: checkpoints/last.pt and best.pt, metrics.jsonl,
+results/<task>_<test split>_results.json (for the evaluation server),
+summary.json, config.yaml and log.txt.
+
+examples:
+  nas retrain --genotype genotypes/mmnas_vqa.json --config smoke
+  nas retrain --genotype runs/qs/genotype.json --config quickstart train.epochs=8
+  nas retrain --genotype runs/qs/genotype.json --out runs/qs-train --resume
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("retrain", help="train a genotype as a fixed network",
+                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--genotype", required=True, metavar="FILE", help="genotype JSON (from nas search or genotypes/)")
+    parser.add_argument("--task", help="task to train on (default: the genotype's task)")
+    add_run_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.retrain import run_retrain
+
+    genotype = load_genotype(args.genotype)
+    depth = Layer(f"{args.genotype} (depth)", {"space": {"name": genotype.space,
+                  **SPACES.get(genotype.space).config_from_choices(genotype.choices)}})
+    if args.resume:
+        if args.out is None:
+            raise UserError("--resume needs --out, the run directory to continue")
+        saved = Path(args.out) / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"{saved}: not found; --resume continues a run directory made by 'nas retrain'")
+        layers = [yaml_layer(saved), *config_layers(args, {})[1:]]
+    else:
+        defaults = {"task": {"name": genotype.task}, "space": {"name": genotype.space}, "strategy": {"name": "mmnas"}}
+        layers = config_layers(args, defaults, after_files=depth)
+    config = resolve_config(layers)
+    run_dir = make_run_dir(args.out, "retrain", config.task.name)
+    setup_logging(run_dir, args.quiet)
+    save_config(config, run_dir)
+    result = run_retrain(config, genotype, run_dir, progress=not args.quiet, resume=args.resume,
+                         genotype_source=str(args.genotype))
+    _print_summary(result)
+    return 0
+
+
+def _print_summary(result) -> None:
+    metrics, baseline = result.metrics, result.baseline
+    if metrics:
+        print(f"validation accuracy: {metrics['accuracy']:.2f}" if "accuracy" in metrics else f"metrics: {metrics}")
+        if baseline and "accuracy" in baseline:
+            print(f"  majority-answer baseline ('{baseline.get('answer')}'): {baseline['accuracy']:.2f}")
+        for group in ("per_answer_type", "per_family"):
+            if group in metrics:
+                print(f"  {group.replace('_', ' ')}:")
+                for name, value in metrics[group].items():
+                    base = baseline.get(group, {}).get(name) if baseline else None
+                    shown = f"   (baseline {base:.2f})" if base is not None else ""
+                    print(f"    {name:<20} {value:6.2f}{shown}")
+    print(f"checkpoints: {result.run_dir / 'checkpoints'}")
+    if result.results_path:
+        print(f"results file: {result.results_path}")
+    print(f"summary: {result.summary_path}")

@@ -1,0 +1,157 @@
+"""Bottom-up-attention region features: read per-image ``.npz`` once, cache as memory maps.
+
+The released files (MCAN, OpenVQA, MmNas) hold ``x`` as (D, N), transposed;
+``MILVLG/bottom-up-attention.pytorch`` writes (N, D). Both are read. The first
+load of a split writes four ``.npy`` arrays (features, boxes, region counts,
+image sizes) under the cache folder; later loads memory-map them, so start-up
+is instant and the OS page cache, not the Python heap, holds the features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from nas.errors import UserError
+
+__all__ = ["RegionFeatures", "load_region_features", "image_id_from_filename", "default_cache_dir"]
+
+_ARRAYS = ("features", "boxes", "num_regions", "image_size", "image_ids")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("VLNAS_CACHE", Path.home() / ".cache" / "vlnas"))
+
+
+def image_id_from_filename(name: str) -> int:
+    """``COCO_train2014_000000000009.jpg.npz`` -> 9 (the MCAN loader's rule)."""
+    return int(name.split("_")[-1].split(".")[0])
+
+
+@dataclass
+class RegionFeatures:
+    """Padded region features of one split, row ``row_of[image_id]`` per image."""
+
+    features: np.ndarray  # (I, N, D) float32, zero-padded
+    boxes: np.ndarray  # (I, N, 4) float32 xyxy pixels
+    num_regions: np.ndarray  # (I,) int64
+    image_size: np.ndarray  # (I, 2) int64 (height, width)
+    image_ids: np.ndarray  # (I,) int64
+    directory: Path
+
+    def __post_init__(self) -> None:
+        self.row_of = {int(image_id): row for row, image_id in enumerate(self.image_ids)}
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[2])
+
+
+def load_region_features(directory: Path, image_ids: Iterable[int], max_regions: int, cache_root: Path,
+                         progress: bool = True) -> RegionFeatures:
+    """Region features for ``image_ids`` from the ``.npz`` files in ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"{directory}: feature folder not found")
+    wanted = sorted(set(int(i) for i in image_ids))
+    files = _index_files(directory)
+    missing = [i for i in wanted if i not in files]
+    if missing:
+        raise UserError(f"{directory}: no feature file for {len(missing)} image(s), e.g. image_id {missing[0]} "
+                        "(expected a file named like COCO_<split>_%012d.jpg.npz)")
+    paths = [files[i] for i in wanted]
+    key = _cache_key(directory, paths, max_regions)
+    cache = Path(cache_root) / "features" / f"{directory.name}-{key}"
+    if not (cache / "done.json").is_file():
+        _build_cache(cache, paths, wanted, max_regions, progress)
+    arrays = {name: np.load(cache / f"{name}.npy", mmap_mode="r" if name == "features" else None)
+              for name in _ARRAYS}
+    return RegionFeatures(directory=directory, **arrays)
+
+
+def _index_files(directory: Path) -> dict[int, Path]:
+    files = {}
+    for entry in os.scandir(directory):
+        if entry.name.endswith(".npz"):
+            try:
+                files[image_id_from_filename(entry.name)] = Path(entry.path)
+            except ValueError:
+                continue  # not a feature file of the released naming scheme
+    return files
+
+
+def _cache_key(directory: Path, paths: list[Path], max_regions: int) -> str:
+    digest = hashlib.sha256(f"{directory.resolve()}|{max_regions}|v1".encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_npz(path: Path, feature_dim: int | None) -> tuple[np.ndarray, np.ndarray, int, int]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("x", "bbox", "image_h", "image_w") if k not in data.files]
+            if missing:
+                raise UserError(f"{path}: missing key(s) {', '.join(missing)} (found {', '.join(data.files)})")
+            x, bbox = np.asarray(data["x"]), np.asarray(data["bbox"], dtype=np.float32)
+            height, width = int(data["image_h"]), int(data["image_w"])
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise UserError(f"{path}: unreadable feature file ({error})") from None
+    if x.ndim != 2 or bbox.ndim != 2 or bbox.shape[1] != 4:
+        raise UserError(f"{path}: expected x of 2 dims and bbox (N, 4), got x {x.shape} and bbox {bbox.shape}")
+    count = bbox.shape[0]
+    # Released files store (D, N); bottom-up-attention.pytorch stores (N, D).
+    if x.shape[0] == count and (x.shape[1] != count or x.shape[1] == feature_dim):
+        regions = x
+    elif x.shape[1] == count:
+        regions = x.T
+    else:
+        raise UserError(f"{path}: x has shape {x.shape} but bbox lists {count} regions")
+    if feature_dim is not None and regions.shape[1] != feature_dim:
+        raise UserError(f"{path}: feature size {regions.shape[1]} differs from the other files ({feature_dim})")
+    return regions.astype(np.float32, copy=False), bbox, height, width
+
+
+def _build_cache(cache: Path, paths: list[Path], image_ids: list[int], max_regions: int, progress: bool) -> None:
+    first, *_ = _read_npz(paths[0], None)
+    dim = first.shape[1]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
+    try:
+        features = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
+                                             shape=(len(paths), max_regions, dim))
+        boxes = np.zeros((len(paths), max_regions, 4), np.float32)
+        num_regions = np.zeros(len(paths), np.int64)
+        image_size = np.zeros((len(paths), 2), np.int64)
+        bar = tqdm(paths, desc=f"caching features of {cache.name.rsplit('-', 1)[0]}", unit="img",
+                   disable=None if progress else True, leave=False)
+        for row, path in enumerate(bar):
+            regions, bbox, height, width = _read_npz(path, dim)
+            count = min(len(regions), max_regions)
+            features[row, :count] = regions[:count]
+            boxes[row, :count] = bbox[:count]
+            num_regions[row] = count
+            image_size[row] = (height, width)
+        features.flush()
+        del features
+        for name, array in (("boxes", boxes), ("num_regions", num_regions), ("image_size", image_size),
+                            ("image_ids", np.asarray(image_ids, np.int64))):
+            np.save(tmp / f"{name}.npy", array)
+        (tmp / "done.json").write_text(json.dumps({"images": len(paths), "max_regions": max_regions}))
+        if cache.exists():  # a concurrent or stale partial build
+            shutil.rmtree(cache)
+        os.replace(tmp, cache)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

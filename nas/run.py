@@ -1,0 +1,77 @@
+"""A run directory: its folder, log file, saved config and provenance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import nas
+from nas.config import RunConfig, config_hash, config_to_dict
+from nas.errors import UserError
+from nas.io import atomic_write_text
+
+__all__ = ["make_run_dir", "setup_logging", "save_config", "provenance", "git_commit"]
+
+log = logging.getLogger("nas")
+
+
+def make_run_dir(out: str | None, command: str, task: str) -> Path:
+    """``--out`` as given, else ``runs/<command>-<task>-<timestamp>``."""
+    if out is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / f"{command}-{task}-{stamp}"
+    else:
+        path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out: {path} exists and is not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def setup_logging(run_dir: Path | None, quiet: bool = False) -> None:
+    """Log to the console (INFO, or WARNING with ``quiet``) and to ``<run_dir>/log.txt``."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_vlnas", False):
+            root.removeHandler(handler)
+            handler.close()
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setLevel(logging.WARNING if quiet else logging.INFO)
+    handlers: list[logging.Handler] = [console]
+    if run_dir is not None:
+        file_handler = logging.FileHandler(run_dir / "log.txt")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler._vlnas = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def save_config(config: RunConfig, run_dir: Path) -> Path:
+    return atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def git_commit() -> str | None:
+    """The commit of the vlnas source tree, when it is a git checkout."""
+    root = Path(nas.__file__).resolve().parent.parent
+    try:
+        result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def provenance(config: RunConfig, **extra: Any) -> dict[str, Any]:
+    record = {"seed": config.seed, "config_hash": config_hash(config), "vlnas_version": nas.__version__,
+              "git_commit": git_commit(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    record.update(extra)
+    return {key: value for key, value in record.items() if value is not None}

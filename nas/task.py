@@ -1,0 +1,92 @@
+"""The task protocol: data, head, loss, prediction and the official metric.
+
+The shared search and retrain loops only talk to a task through this class, so
+a new task is a new folder under ``tasks/`` and no loop changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+__all__ = ["Task", "TaskMeta", "TaskData"]
+
+
+@dataclass
+class TaskMeta:
+    """Sizes the data determines, handed to the model builders as arguments."""
+
+    vocab_size: int
+    feature_dim: int
+    num_outputs: int
+    word_vectors: torch.Tensor | None = None
+
+
+@dataclass
+class TaskData:
+    splits: dict[str, Dataset]
+    meta: TaskMeta
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. where a built-in dataset was generated
+
+
+class Task(ABC):
+    """Base class of registered tasks.
+
+    Args:
+        config: the task's own Config dataclass.
+        run_dir: where the run keeps files the task must reuse (vocabularies).
+        progress: show progress bars for long data preparation.
+    """
+
+    Config: ClassVar[type]
+    name: ClassVar[str]
+    primary_metric: ClassVar[str]  # the key of ``evaluate`` that model selection maximises
+
+    def __init__(self, config: Any, run_dir: Path, progress: bool = True) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+
+    @abstractmethod
+    def prepare(self, splits: list[str]) -> TaskData:
+        """Load (or generate) the named splits and the vocabularies."""
+
+    @abstractmethod
+    def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
+        """The output head, called as ``head(text, text_keep, image, image_keep)``."""
+
+    @abstractmethod
+    def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ...
+
+    @abstractmethod
+    def predict(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Result-file entries for a batch (e.g. ``{"question_id", "answer"}``)."""
+
+    @abstractmethod
+    def evaluate(self, split: str, dataset: Dataset, predictions: list[dict[str, Any]]) -> dict[str, Any]:
+        """The official metric of ``predictions`` on ``dataset``; includes ``primary_metric``."""
+
+    @abstractmethod
+    def write_results(self, predictions: list[dict[str, Any]], path: Path) -> Path:
+        """The evaluation-server results file."""
+
+    def format_metrics(self, metrics: dict[str, Any]) -> str:
+        """A short one-line summary for logs."""
+        return f"{self.primary_metric}={metrics[self.primary_metric]:.2f}"
+
+    # ``nas evaluate --task NAME`` arguments and behaviour.
+    @classmethod
+    def add_evaluate_arguments(cls, parser: argparse._ActionsContainer) -> None:
+        pass
+
+    @classmethod
+    def evaluate_files(cls, args: argparse.Namespace) -> dict[str, Any]:
+        raise NotImplementedError(f"task '{cls.name}' has no file evaluation")

@@ -1,0 +1,3 @@
+"""Built-in search spaces, imported explicitly so their registrations run."""
+
+from search_spaces import mmnas  # noqa: F401

@@ -1,0 +1,149 @@
+"""MmNas's candidate ops: post-LN residual sublayers with one shared signature.
+
+Every op is called as ``op(x, x_keep, context, context_keep, relation)`` and
+returns a tensor shaped like ``x``; ops ignore the arguments they do not need.
+The same modules build both the supernet (wrapped by a strategy's mixed op) and
+the retrained child network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.layers import McanLayerNorm
+
+__all__ = ["OpSizes", "OPS", "ENCODER_OPS", "DECODER_OPS", "SHORT_NAMES", "make_op"]
+
+
+@dataclass(frozen=True)
+class OpSizes:
+    """Sizes every op is built from."""
+
+    hidden: int
+    head_dim: int
+    ffn_mult: int
+    dropout: float
+    relation_dim: int
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with bias-free projections, as in MmNas (MCAN uses biases)."""
+
+    def __init__(self, sizes: OpSizes) -> None:
+        super().__init__()
+        if sizes.hidden % sizes.head_dim:
+            raise ValueError(f"hidden size {sizes.hidden} is not a multiple of head_dim {sizes.head_dim}")
+        self.heads = sizes.hidden // sizes.head_dim
+        self.head_dim = sizes.head_dim
+        self.dropout = sizes.dropout
+        self.query = nn.Linear(sizes.hidden, sizes.hidden, bias=False)
+        self.key = nn.Linear(sizes.hidden, sizes.hidden, bias=False)
+        self.value = nn.Linear(sizes.hidden, sizes.hidden, bias=False)
+        self.merge = nn.Linear(sizes.hidden, sizes.hidden, bias=False)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.heads, self.head_dim).transpose(1, 2)  # (B, h, L, d)
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor, memory_keep: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        # query: (B, Lq, H); memory: (B, Lk, H); memory_keep: (B, Lk) bool; bias: (B, h, Lq, Lk)
+        q, k, v = self._split(self.query(query)), self._split(self.key(memory)), self._split(self.value(memory))
+        mask = torch.zeros(memory_keep.shape, dtype=q.dtype, device=q.device)
+        mask = mask.masked_fill(~memory_keep, -1e9)[:, None, None, :]  # (B, 1, 1, Lk)
+        if bias is not None:
+            mask = mask + bias
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        batch, _, length, _ = out.shape
+        return self.merge(out.transpose(1, 2).reshape(batch, length, -1))  # (B, Lq, H)
+
+
+class _Residual(nn.Module):
+    """``x = LayerNorm(x + Dropout(f(x)))``, MmNas's post-LN sublayer."""
+
+    needs_relation = False
+
+    def __init__(self, sizes: OpSizes) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(sizes.dropout)
+        self.norm = McanLayerNorm(sizes.hidden)
+
+    def residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.drop(update))
+
+
+class SelfAttention(_Residual):
+    def __init__(self, sizes: OpSizes) -> None:
+        super().__init__(sizes)
+        self.attention = MultiHeadAttention(sizes)
+
+    def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
+        # x: (B, L, H) -> (B, L, H)
+        return self.residual(x, self.attention(x, x, x_keep))
+
+
+class GuidedAttention(_Residual):
+    """The decoder stream (image regions) attends to the encoder stream (text)."""
+
+    def __init__(self, sizes: OpSizes) -> None:
+        super().__init__(sizes)
+        self.attention = MultiHeadAttention(sizes)
+
+    def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
+        # x: (B, N, H); context: (B, T, H) -> (B, N, H)
+        if context is None:
+            raise ValueError("guided attention needs a context (it is a decoder-only op)")
+        return self.residual(x, self.attention(x, context, context_keep))
+
+
+class RelationSelfAttention(_Residual):
+    """Self-attention whose logits get ``log(max(relu(W r_ij), 1e-6))`` per head from box geometry."""
+
+    needs_relation = True
+
+    def __init__(self, sizes: OpSizes) -> None:
+        super().__init__(sizes)
+        self.attention = MultiHeadAttention(sizes)
+        self.relation_to_heads = nn.Linear(sizes.relation_dim, self.attention.heads)
+
+    def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
+        # x: (B, N, H); relation: (B, N, N, R) -> (B, N, H)
+        if relation is None:
+            raise ValueError("relation self-attention needs the box relation embedding")
+        weights = F.relu(self.relation_to_heads(relation))  # (B, N, N, h)
+        bias = weights.clamp(min=1e-6).log().permute(0, 3, 1, 2)  # (B, h, N, N)
+        return self.residual(x, self.attention(x, x, x_keep, bias=bias))
+
+
+class FeedForward(_Residual):
+    def __init__(self, sizes: OpSizes) -> None:
+        super().__init__(sizes)
+        inner = sizes.hidden * sizes.ffn_mult
+        self.net = nn.Sequential(nn.Linear(sizes.hidden, inner), nn.ReLU(inplace=True),
+                                 nn.Dropout(sizes.dropout), nn.Linear(inner, sizes.hidden))
+
+    def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
+        # x: (B, L, H) -> (B, L, H)
+        return self.residual(x, self.net(x))
+
+
+OPS: dict[str, Callable[[OpSizes], nn.Module]] = {
+    "self_att": SelfAttention,
+    "rel_self_att": RelationSelfAttention,
+    "guided_att": GuidedAttention,
+    "feed_forward": FeedForward,
+}
+ENCODER_OPS = ["self_att", "feed_forward"]
+DECODER_OPS = ["self_att", "rel_self_att", "guided_att", "feed_forward"]
+SHORT_NAMES = {"self_att": "SA", "rel_self_att": "RSA", "guided_att": "GA", "feed_forward": "FFN"}
+
+
+def make_op(name: str, sizes: OpSizes) -> nn.Module:
+    return OPS[name](sizes)

@@ -1,0 +1,102 @@
+"""The MmNas search space: 12 text-encoder and 18 image-decoder blocks, one op each.
+
+Yu et al., "Deep Multimodal Neural Architecture Search", ACM MM 2020
+(https://arxiv.org/abs/2004.12070). Encoder candidates: self-attention and
+feed-forward; decoder candidates: self-attention, relation self-attention,
+guided attention and feed-forward. Depth is fixed; only the op per block is
+searched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any, Mapping
+
+from torch import nn
+
+from nas.model import VisionLanguageModel
+from nas.registry import SPACES
+from nas.space import BlockFactory, SearchSpace
+from nas.task import TaskMeta
+from search_spaces.mmnas.backbone import EncoderDecoder, TextImageEmbedding
+from search_spaces.mmnas.ops import DECODER_OPS, ENCODER_OPS, SHORT_NAMES, OpSizes, make_op
+
+__all__ = ["MmnasSpace", "MmnasConfig"]
+
+
+@dataclass
+class MmnasConfig:
+    name: str = "mmnas"
+    hidden: int = 512
+    enc_blocks: int = 12
+    dec_blocks: int = 18
+    head_dim: int = 64  # attention head size; heads = hidden / head_dim (MmNas's "_64" ops)
+    ffn_mult: int = 4
+    dropout: float = 0.1
+    relation_dim: int = 64  # shared box-geometry embedding (MmNas linear_y_rel: 4 -> 64)
+    word_dim: int = 300  # ignored when the task supplies word vectors
+    # Add the normalised box to each region's input (MmNas BBOX_FEATURE, off there). On by
+    # default: relation attention only sees |dx|, so without it left/right is not observable.
+    box_features: bool = True
+
+
+@SPACES.register("mmnas")
+class MmnasSpace(SearchSpace):
+    Config = MmnasConfig
+    name = "mmnas"
+    version = 1
+
+    def choices(self) -> dict[str, list[str]]:
+        labels = {f"enc/{i}": list(ENCODER_OPS) for i in range(self.config.enc_blocks)}
+        labels.update({f"dec/{i}": list(DECODER_OPS) for i in range(self.config.dec_blocks)})
+        return labels
+
+    def prior(self) -> dict[str, str]:
+        """MmNas's ``init_arch`` prior: encoder [SA, FFN] x 6, decoder [RSA, GA, FFN] x 6."""
+        encoder = ["self_att", "feed_forward"]
+        decoder = ["rel_self_att", "guided_att", "feed_forward"]
+        prior = {f"enc/{i}": encoder[i % 2] for i in range(self.config.enc_blocks)}
+        prior.update({f"dec/{i}": decoder[i % 3] for i in range(self.config.dec_blocks)})
+        return prior
+
+    @classmethod
+    def config_from_choices(cls, choices: Mapping[str, str]) -> dict[str, Any]:
+        # Depth = highest index + 1, so a gap shows up as a missing label, not a shorter net.
+        depth = {"enc": 0, "dec": 0}
+        for label in choices:
+            match = re.fullmatch(r"(enc|dec)/(\d+)", label)
+            if match:
+                depth[match.group(1)] = max(depth[match.group(1)], int(match.group(2)) + 1)
+        return {"enc_blocks": depth["enc"], "dec_blocks": depth["dec"]}
+
+    def build_model(self, meta: TaskMeta, head: nn.Module, block_factory: BlockFactory) -> nn.Module:
+        cfg = self.config
+        sizes = OpSizes(hidden=cfg.hidden, head_dim=cfg.head_dim, ffn_mult=cfg.ffn_mult,
+                        dropout=cfg.dropout, relation_dim=cfg.relation_dim)
+
+        def make(name: str) -> nn.Module:
+            return make_op(name, sizes)
+
+        blocks = {label: block_factory(label, candidates, make) for label, candidates in self.choices().items()}
+        encoder = [blocks[f"enc/{i}"] for i in range(cfg.enc_blocks)]
+        decoder = [blocks[f"dec/{i}"] for i in range(cfg.dec_blocks)]
+        embedding = TextImageEmbedding(meta.vocab_size, cfg.word_dim, cfg.hidden, meta.feature_dim,
+                                       cfg.box_features, meta.word_vectors)
+        return VisionLanguageModel(embedding, EncoderDecoder(encoder, decoder, cfg.relation_dim), head)
+
+    def describe(self, choices: Mapping[str, str]) -> str:
+        def names(prefix: str, count: int) -> list[str]:
+            return [SHORT_NAMES.get(choices.get(f"{prefix}/{i}", "?"), "?") for i in range(count)]
+
+        return (f"encoder: {_run_length(names('enc', self.config.enc_blocks))} | "
+                f"decoder: {_run_length(names('dec', self.config.dec_blocks))}")
+
+
+def _run_length(names: list[str]) -> str:
+    parts = []
+    for name, group in groupby(names):
+        count = len(list(group))
+        parts.append(f"{name}x{count}" if count > 1 else name)
+    return " ".join(parts)

@@ -1,0 +1,291 @@
+"""The VQA v2 task: real question/annotation JSON and bottom-up ``.npz`` features.
+
+Data layout under ``task.data_dir`` (MCAN's ``datasets/`` folder)::
+
+    vqa/v2_OpenEnded_mscoco_{train2014,val2014,test2015}_questions.json
+    vqa/v2_mscoco_{train2014,val2014}_annotations.json
+    coco_extract/{train2014,val2014,test2015}/COCO_<split>_%012d.jpg.npz
+
+With no ``data_dir``, the built-in generated dataset (``nas data synth``) is
+created once in the cache and used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from nas.data import BatchConcat
+from nas.errors import UserError
+from nas.features import default_cache_dir, load_region_features
+from nas.io import atomic_write_json, read_json
+from nas.registry import TASKS
+from nas.task import Task, TaskData, TaskMeta
+from tasks.vqa.answer_norm import prep_answer
+from tasks.vqa.answers import load_or_build_answer_vocab, soft_scores
+from tasks.vqa.dataset import VqaDataset, VqaSplit
+from tasks.vqa.evaluation import evaluate_vqa, evaluate_vqa_files
+from tasks.vqa.head import VqaHead
+from tasks.vqa.text import Tokenizer, encode, load_or_build_vocab, load_word_vectors
+
+__all__ = ["VqaTask", "VqaConfig", "SPLIT_SUBTYPES"]
+
+log = logging.getLogger(__name__)
+
+# Built-in dataset sizes; tests and smoke runs use "tiny". Finer control: nas data synth + --data.
+SYNTH_SIZES = {
+    "tiny": {"train_images": 60, "val_images": 20, "test_images": 20, "questions_per_image": 4, "feature_dim": 32},
+    "small": {"train_images": 800, "val_images": 200, "test_images": 200, "feature_dim": 128},
+    "default": {},
+}
+
+# Split name -> (file subtype, feature folder).
+SPLIT_SUBTYPES = {"train": ("train2014", "train2014"), "val": ("val2014", "val2014"),
+                  "test": ("test2015", "test2015"), "test-dev": ("test-dev2015", "test2015")}
+
+
+@dataclass
+class VqaConfig:
+    name: str = "vqa"
+    data_dir: str | None = None  # MCAN-style datasets/ folder; None = the built-in generated dataset
+    cache_dir: str | None = None  # feature caches and generated data; None = $VLNAS_CACHE or ~/.cache/vlnas
+    train_split: str = "train"  # "train" or e.g. "train+val"
+    eval_split: str = "val"
+    test_split: str = "test"  # the split whose results file is written for the evaluation server
+    answer_min_count: int = 9  # MCAN: answers seen at least 9 times
+    answer_splits: list[str] = field(default_factory=lambda: ["train"])
+    max_tokens: int = 14
+    max_regions: int = 100
+    word_vectors: str | None = None  # GloVe text file or an installed spaCy package with vectors
+    flat_mlp: int = 512
+    # The built-in dataset (used when data_dir is None): a size preset from SYNTH_SIZES.
+    synth_size: str = "default"
+    synth_seed: int = 0
+
+
+@TASKS.register("vqa")
+class VqaTask(Task):
+    Config = VqaConfig
+    name = "vqa"
+    primary_metric = "accuracy"
+
+    def __init__(self, config: VqaConfig, run_dir: Path, progress: bool = True) -> None:
+        super().__init__(config, run_dir, progress)
+        self.annotations: dict[int, dict] = {}
+        self.answers: list[str] = []
+
+    # ----------------------------------------------------------------- data
+    def data_dir(self) -> tuple[Path, bool]:
+        """The dataset folder and whether it is the built-in one (generated on first use)."""
+        if self.config.data_dir is not None:
+            path = Path(self.config.data_dir).expanduser()
+            if not (path / "vqa").is_dir():
+                raise UserError(f"task.data_dir: {path} has no 'vqa' folder of question/annotation JSON files")
+            return path, False
+        from nas.synth import SynthVqaConfig, generate_vqa
+
+        if self.config.synth_size not in SYNTH_SIZES:
+            raise UserError(f"task.synth_size: unknown size '{self.config.synth_size}'. "
+                            f"Valid sizes: {', '.join(SYNTH_SIZES)}")
+        synth = SynthVqaConfig(seed=self.config.synth_seed, **SYNTH_SIZES[self.config.synth_size])
+        key = hashlib.sha256(json.dumps(asdict(synth), sort_keys=True).encode()).hexdigest()[:12]
+        path = self.cache_dir() / "synth" / f"vqa-{key}"
+        if not (path / "synth_meta.json").is_file():
+            log.info("no task.data_dir given: generating the built-in VQA dataset in %s", path)
+        generate_vqa(path, synth, progress=self.progress)
+        return path, True
+
+    def cache_dir(self) -> Path:
+        return Path(self.config.cache_dir).expanduser() if self.config.cache_dir else default_cache_dir()
+
+    def _read_split(self, root: Path, name: str) -> VqaSplit:
+        if name not in SPLIT_SUBTYPES:
+            raise UserError(f"unknown VQA split '{name}'. Valid splits: {', '.join(SPLIT_SUBTYPES)} "
+                            "(join with '+', e.g. train+val)")
+        subtype, _ = SPLIT_SUBTYPES[name]
+        questions_path = root / "vqa" / f"v2_OpenEnded_mscoco_{subtype}_questions.json"
+        questions = _records(read_json(questions_path, "questions file"), "questions", questions_path)
+        annotations_path = root / "vqa" / f"v2_mscoco_{subtype}_annotations.json"
+        annotations = None
+        if annotations_path.is_file():
+            annotations = _records(read_json(annotations_path, "annotations file"), "annotations",
+                                   annotations_path)
+            by_id = {a["question_id"]: a for a in annotations}
+            missing = [q["question_id"] for q in questions if q["question_id"] not in by_id]
+            if missing:
+                raise UserError(f"{annotations_path}: no annotation for {len(missing)} question(s) of "
+                                f"{questions_path.name}, e.g. question_id {missing[0]}")
+            annotations = [by_id[q["question_id"]] for q in questions]
+        return VqaSplit(name, questions, annotations)
+
+    def prepare(self, splits: list[str]) -> TaskData:
+        root, builtin = self.data_dir()
+        names = list(dict.fromkeys(part for split in splits for part in split.split("+")))
+        # The vocabulary covers every split present on disk (as MCAN does), so it does not
+        # depend on which splits this command happens to load.
+        present = [n for n in ("train", "val", "test")
+                   if (root / "vqa" / f"v2_OpenEnded_mscoco_{SPLIT_SUBTYPES[n][0]}_questions.json").is_file()]
+        loaded = {name: self._read_split(root, name) for name in dict.fromkeys(names + present)}
+        families = _families(root)
+        for split in loaded.values():
+            split.families = families
+            for annotation in split.annotations or []:
+                self.annotations[annotation["question_id"]] = annotation
+
+        tokenizer = Tokenizer()
+        tokens = {name: tokenizer(q["question"] for q in split.questions) for name, split in loaded.items()}
+        vocab = load_or_build_vocab(self.run_dir / "vocab.json", (t for n in present for t in tokens[n]))
+        answer_annotations = [a for n in self.config.answer_splits for a in self._split_annotations(loaded, root, n)]
+        self.answers = load_or_build_answer_vocab(self.run_dir / "answer_dict.json", answer_annotations,
+                                                  self.config.answer_min_count)
+        answer_index = {a: i for i, a in enumerate(self.answers)}
+
+        datasets: dict[str, Dataset] = {}
+        cache_root = self.cache_dir()
+        for name in names:
+            split = loaded[name]
+            features = load_region_features(root / "coco_extract" / SPLIT_SUBTYPES[name][1],
+                                            (q["image_id"] for q in split.questions), self.config.max_regions,
+                                            cache_root, self.progress)
+            targets = None
+            if split.annotations is not None:
+                targets = [soft_scores(a["answers"], answer_index) for a in split.annotations]
+            datasets[name] = VqaDataset(split, encode(tokens[name], vocab, self.config.max_tokens), features,
+                                        targets, len(self.answers))
+        for split in splits:
+            if "+" in split:
+                datasets[split] = BatchConcat([datasets[part] for part in split.split("+")])
+        vectors = None
+        if self.config.word_vectors:
+            vectors = torch.from_numpy(load_word_vectors(self.config.word_vectors, vocab))
+        meta = TaskMeta(vocab_size=len(vocab), feature_dim=_feature_dim(next(iter(datasets.values()))),
+                        num_outputs=len(self.answers), word_vectors=vectors)
+        return TaskData(splits={s: datasets[s] for s in splits}, meta=meta,
+                        info={"data_dir": str(root), "builtin": builtin})
+
+    def _split_annotations(self, loaded: dict[str, VqaSplit], root: Path, name: str) -> list[dict]:
+        split = loaded.get(name) or self._read_split(root, name)
+        if split.annotations is None:
+            raise UserError(f"task.answer_splits: split '{name}' has no annotations file")
+        return split.annotations
+
+    # ---------------------------------------------------------------- model
+    def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
+        return VqaHead(hidden, self.config.flat_mlp, meta.num_outputs)
+
+    def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # MmNas/MCAN: BCE on soft scores, summed over answers and the batch.
+        return F.binary_cross_entropy_with_logits(outputs, batch["target"], reduction="sum")
+
+    def predict(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        best = outputs.argmax(dim=1).tolist()
+        return [{"question_id": int(qid), "answer": self.answers[a]}
+                for qid, a in zip(batch["question_id"].tolist(), best)]
+
+    # --------------------------------------------------------------- metric
+    def evaluate(self, split: str, dataset: Dataset, predictions: list[dict[str, Any]]) -> dict[str, Any]:
+        annotations = []
+        for prediction in predictions:
+            annotation = self.annotations.get(prediction["question_id"])
+            if annotation is None:
+                raise UserError(f"split '{split}' has no annotations to evaluate against")
+            annotations.append(annotation)
+        scores = evaluate_vqa(annotations, predictions)
+        metrics: dict[str, Any] = {"accuracy": scores.overall, "per_answer_type": scores.per_answer_type}
+        families = _dataset_families(dataset)
+        if families:
+            per_family: dict[str, list[float]] = {}
+            for qid, score in scores.per_question.items():
+                per_family.setdefault(families[qid], []).append(score)
+            metrics["per_family"] = {f: round(sum(v) / len(v), 2) for f, v in sorted(per_family.items())}
+        return metrics
+
+    def baseline(self, train: Dataset, split: str, dataset: Dataset) -> dict[str, Any]:
+        """The majority-answer baseline: always answer the most frequent training answer."""
+        counts = Counter(prep_answer(self.annotations[int(q)]["multiple_choice_answer"])
+                         for q in _question_ids(train))
+        majority = counts.most_common(1)[0][0]
+        predictions = [{"question_id": int(q), "answer": majority} for q in _question_ids(dataset)]
+        return {"answer": majority, **self.evaluate(split, dataset, predictions)}
+
+    def format_metrics(self, metrics: dict[str, Any]) -> str:
+        types = " ".join(f"{k}={v:.2f}" for k, v in metrics.get("per_answer_type", {}).items())
+        return f"accuracy={metrics['accuracy']:.2f} ({types})"
+
+    def write_results(self, predictions: list[dict[str, Any]], path: Path) -> Path:
+        results = [{"question_id": p["question_id"], "answer": p["answer"]} for p in predictions]
+        return atomic_write_json(path, results, indent=None)
+
+    @classmethod
+    def add_evaluate_arguments(cls, parser: argparse._ActionsContainer) -> None:
+        parser.add_argument("--questions", help="questions JSON (v2_OpenEnded_mscoco_*_questions.json)")
+        parser.add_argument("--annotations", help="annotations JSON (v2_mscoco_*_annotations.json)")
+        parser.add_argument("--results", help="results JSON: a list of {question_id, answer}")
+
+    @classmethod
+    def evaluate_files(cls, args: argparse.Namespace) -> dict[str, Any]:
+        missing = [f"--{k}" for k in ("questions", "annotations", "results") if getattr(args, k, None) is None]
+        if missing:
+            raise UserError(f"nas evaluate --task vqa needs {', '.join(missing)}")
+        scores = evaluate_vqa_files(args.questions, args.annotations, args.results)
+        return {"overall": scores.overall, "per_answer_type": scores.per_answer_type,
+                "per_question_type": scores.per_question_type, "num_questions": scores.num_questions}
+
+
+def _records(data: Any, key: str, path: Path) -> list[dict]:
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise UserError(f"{path}: expected a JSON object with a '{key}' list (the VQA v2 format)")
+    required = ("question_id", "image_id", "question") if key == "questions" else \
+        ("question_id", "image_id", "multiple_choice_answer", "answers")
+    for number, record in enumerate(data[key]):
+        missing = [k for k in required if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise UserError(f"{path}: {key}[{number}] has no key '{missing[0]}'")
+    return data[key]
+
+
+def _families(root: Path) -> dict[int, str] | None:
+    meta = root / "synth_meta.json"
+    if not meta.is_file():
+        return None
+    families = read_json(meta, "built-in dataset description").get("families", {})
+    return {int(qid): family for qid, family in families.items()}
+
+
+def _base(dataset: Dataset) -> list[VqaDataset]:
+    if isinstance(dataset, VqaDataset):
+        return [dataset]
+    if isinstance(dataset, BatchConcat):
+        return [d for part in dataset.parts for d in _base(part)]
+    return _base(dataset.dataset)  # a Subset
+
+
+def _question_ids(dataset: Dataset) -> list[int]:
+    if hasattr(dataset, "indices") and not isinstance(dataset, VqaDataset):
+        base = _question_ids(dataset.dataset)
+        return [base[i] for i in dataset.indices]
+    return [int(q) for d in _base(dataset) for q in d.question_ids]
+
+
+def _dataset_families(dataset: Dataset) -> dict[int, str] | None:
+    merged: dict[int, str] = {}
+    for base in _base(dataset):
+        if base.split.families is None:
+            return None
+        merged.update(base.split.families)
+    return merged
+
+
+def _feature_dim(dataset: Dataset) -> int:
+    return _base(dataset)[0].features.feature_dim
