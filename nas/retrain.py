@@ -22,10 +22,9 @@ from nas.data import make_loader
 from nas.errors import UserError
 from nas.genotype import Genotype
 from nas.io import atomic_write_json
-from nas.registry import SPACES, TASKS
 from nas.space import fixed_block_factory
-from nas.training import (count_parameters, format_count, lr_for_epoch, make_optimizer, predict, resolve_device,
-                          seed_everything, set_lr, train_epoch)
+from nas.training import (count_parameters, format_count, lr_for_epoch, make_optimizer, predict, set_lr,
+                          start_run, train_epoch)
 
 __all__ = ["run_retrain", "RetrainResult"]
 
@@ -43,12 +42,7 @@ class RetrainResult:
 
 def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: bool = True,
                 resume: bool = False, genotype_source: str = "genotype") -> RetrainResult:
-    seed_everything(config.seed)
-    if config.train.threads > 0:
-        torch.set_num_threads(config.train.threads)
-    device = resolve_device(config.train.device)
-    task = TASKS.get(config.task.name)(config.task, run_dir, progress)
-    space = SPACES.get(config.space.name)(config.space)
+    device, task, space = start_run(config, run_dir, progress)
     space.validate(genotype, genotype_source)
 
     train_split, eval_split, test_split = (_split(config.task.train_split), _split(config.task.eval_split),

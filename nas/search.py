@@ -22,10 +22,10 @@ from nas.config import RunConfig
 from nas.data import contiguous_split, make_loader, move_batch
 from nas.errors import UserError
 from nas.genotype import Genotype, save_genotype
-from nas.registry import SPACES, STRATEGIES, TASKS
+from nas.registry import STRATEGIES
 from nas.run import provenance
-from nas.training import (count_parameters, format_count, lr_for_epoch, make_optimizer, predict, resolve_device,
-                          seed_everything, set_lr, train_epoch)
+from nas.training import (count_parameters, format_count, lr_for_epoch, make_optimizer, predict, set_lr,
+                          start_run, train_epoch)
 
 __all__ = ["run_search", "SearchResult"]
 
@@ -42,12 +42,7 @@ class SearchResult:
 
 
 def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False) -> SearchResult:
-    seed_everything(config.seed)
-    if config.train.threads > 0:
-        torch.set_num_threads(config.train.threads)
-    device = resolve_device(config.train.device)
-    task = TASKS.get(config.task.name)(config.task, run_dir, progress)
-    space = SPACES.get(config.space.name)(config.space)
+    device, task, space = start_run(config, run_dir, progress)
     strategy = STRATEGIES.get(config.strategy.name)(config.strategy, seed=config.seed)
 
     train_split = config.task.train_split

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -11,13 +12,26 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from nas.config import TrainConfig
+from nas.config import RunConfig, TrainConfig
 from nas.data import move_batch
 from nas.errors import UserError
 from nas.task import Task
 
-__all__ = ["seed_everything", "resolve_device", "make_optimizer", "lr_for_epoch", "set_lr", "train_epoch",
+__all__ = ["start_run", "seed_everything", "resolve_device", "make_optimizer", "lr_for_epoch", "set_lr", "train_epoch",
            "predict", "count_parameters"]
+
+
+def start_run(config: RunConfig, run_dir: Path, progress: bool) -> tuple[torch.device, Task, Any]:
+    """Seed, set threads, pick the device and build the run's task and search space."""
+    from nas.registry import SPACES, TASKS
+
+    seed_everything(config.seed)
+    if config.train.threads > 0:
+        torch.set_num_threads(config.train.threads)
+    device = resolve_device(config.train.device)
+    task = TASKS.get(config.task.name)(config.task, run_dir, progress)
+    space = SPACES.get(config.space.name)(config.space)
+    return device, task, space
 
 
 def seed_everything(seed: int) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nas.config import Layer, find_experiment, overrides_layer, yaml_layer
+from pathlib import Path
 
-__all__ = ["add_run_arguments", "config_layers"]
+from nas.config import Layer, find_experiment, overrides_layer, yaml_layer
+from nas.errors import UserError
+
+__all__ = ["add_run_arguments", "config_layers", "resume_layers"]
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,3 +45,13 @@ def config_layers(args: argparse.Namespace, defaults: dict[str, Any], after_file
     layers.append(Layer("command-line flags", flags))
     layers.append(overrides_layer(args.overrides))
     return layers
+
+
+def resume_layers(args: argparse.Namespace, command: str) -> list[Layer]:
+    """The saved ``config.yaml`` of the run in ``--out``, under this call's flags and overrides."""
+    if args.out is None:
+        raise UserError("--resume needs --out, the run directory to continue")
+    saved = Path(args.out) / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"{saved}: not found; --resume continues a run directory made by 'nas {command}'")
+    return [yaml_layer(saved), *config_layers(args, {})[1:]]

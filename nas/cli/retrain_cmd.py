@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
-from nas.cli.common import add_run_arguments, config_layers
-from nas.config import Layer, resolve_config, yaml_layer
-from nas.errors import UserError
+from nas.cli.common import add_run_arguments, config_layers, resume_layers
+from nas.config import Layer, resolve_config
 from nas.genotype import load_genotype
 from nas.registry import SPACES
 from nas.run import make_run_dir, save_config, setup_logging
@@ -49,12 +47,7 @@ def run(args: argparse.Namespace) -> int:
     depth = Layer(f"{args.genotype} (depth)", {"space": {"name": genotype.space,
                   **SPACES.get(genotype.space).config_from_choices(genotype.choices)}})
     if args.resume:
-        if args.out is None:
-            raise UserError("--resume needs --out, the run directory to continue")
-        saved = Path(args.out) / "config.yaml"
-        if not saved.is_file():
-            raise UserError(f"{saved}: not found; --resume continues a run directory made by 'nas retrain'")
-        layers = [yaml_layer(saved), *config_layers(args, {})[1:]]
+        layers = resume_layers(args, "retrain")
     else:
         defaults = {"task": {"name": genotype.task}, "space": {"name": genotype.space}, "strategy": {"name": "mmnas"}}
         layers = config_layers(args, defaults, after_files=depth)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
-from nas.cli.common import add_run_arguments, config_layers
-from nas.config import Layer, resolve_config, yaml_layer
-from nas.errors import UserError
+from nas.cli.common import add_run_arguments, config_layers, resume_layers
+from nas.config import resolve_config
 from nas.run import make_run_dir, save_config, setup_logging
 
 log = logging.getLogger("nas")
@@ -49,12 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.search import run_search
 
     if args.resume:
-        if args.out is None:
-            raise UserError("--resume needs --out, the run directory to continue")
-        saved = Path(args.out) / "config.yaml"
-        if not saved.is_file():
-            raise UserError(f"{saved}: not found; --resume continues a run directory made by 'nas search'")
-        layers = [yaml_layer(saved), *config_layers(args, {})[1:]]
+        layers = resume_layers(args, "search")
     else:
         layers = config_layers(args, SEARCH_DEFAULTS)
     config = resolve_config(layers)
@@ -75,4 +68,4 @@ def _primary(result) -> str:
     return next(k for k in result.genotype.metrics if k.startswith("heldout_"))[len("heldout_"):]
 
 
-__all__ = ["add_parser", "Layer"]
+__all__ = ["add_parser"]

@@ -8,7 +8,6 @@ the retrained child network.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
