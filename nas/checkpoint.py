@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
-        raise UserError(f"{path}: refused to load checkpoint: it holds objects beyond plain tensors and "
-                        f"containers ({first})") from None
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if unsafe:
+            raise UserError(f"{path}: refused to load checkpoint: it would run or build '{unsafe.group(1)}', "
+                            "and vlnas loads only tensors and plain containers") from None
+        raise UserError(f"{path}: not a readable checkpoint (truncated or not made by torch.save)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise UserError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]})") from None
     if not isinstance(state, dict):
