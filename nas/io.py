@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "read_json"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_write_jsonl", "read_json"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -37,6 +37,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def atomic_write_jsonl(path: str | Path, records: list[Any]) -> Path:
+    """Rewrite a JSON-lines log whole, so it always matches the checkpointed history."""
+    return atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:

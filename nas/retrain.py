@@ -8,7 +8,6 @@ results file for the test split is written from the final weights.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from nas.config import RunConfig, config_to_dict
 from nas.data import make_loader
 from nas.errors import UserError
 from nas.genotype import Genotype
-from nas.io import atomic_write_json
+from nas.io import atomic_write_json, atomic_write_jsonl
 from nas.space import fixed_block_factory
 from nas.training import (count_parameters, format_count, lr_for_epoch, make_optimizer, predict, set_lr,
                           start_run, train_epoch)
@@ -84,8 +83,6 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
             metrics = _evaluate(model, task, data.splits[eval_split], eval_split, config, device, progress)
             record["metrics"] = metrics
         history.append(record)
-        with (run_dir / "metrics.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
         score = metrics.get(task.primary_metric) if metrics else None
         improved = score is not None and (best is None or score > best)
         if improved:
@@ -96,6 +93,7 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
         save_checkpoint(state, checkpoints / "last.pt")
         if improved:
             save_checkpoint(state, checkpoints / "best.pt")
+        atomic_write_jsonl(run_dir / "metrics.jsonl", history)
         shown = f" {eval_split} {task.format_metrics(metrics)}" if metrics else ""
         log.info("epoch %d/%d loss=%.3f%s", epoch + 1, config.train.epochs, stats["loss"], shown)
 

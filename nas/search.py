@@ -9,7 +9,6 @@ every epoch, so ``--resume`` continues an interrupted search.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from nas.config import RunConfig
 from nas.data import contiguous_split, make_loader, move_batch
 from nas.errors import UserError
 from nas.genotype import Genotype, save_genotype
+from nas.io import atomic_write_jsonl
 from nas.registry import STRATEGIES
 from nas.run import provenance
 from nas.training import (count_parameters, format_count, lr_for_epoch, make_optimizer, predict, set_lr,
@@ -100,16 +100,16 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
                   "metrics": metrics, "genotype": choices, "stable_epochs": stable,
                   "probabilities": strategy.probabilities()}
         history.append(record)
-        with (run_dir / "search_log.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
         genotype = Genotype(space=space.name, task=task.name, choices=choices,
                             provenance=provenance(config, strategy=strategy.name, epoch=epoch + 1,
                                                   stable_epochs=stable),
                             metrics={key: metrics[task.primary_metric], "heldout_split": heldout_name})
-        save_genotype(genotype, genotype_path)
+        # Checkpoint first: the genotype and log written after it never run ahead of it.
         save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "strategy": strategy.state_dict(), "torch_rng": torch.get_rng_state(),
                          "history": history, "epoch": epoch + 1}, checkpoint_path)
+        save_genotype(genotype, genotype_path)
+        atomic_write_jsonl(run_dir / "search_log.jsonl", history)
         arch = f" arch_loss={stats['arch_loss']:.3f}" if "arch_loss" in stats else ""
         log.info("epoch %d/%d loss=%.3f%s held-out %s | %s%s", epoch + 1, config.train.epochs, stats["loss"], arch,
                  task.format_metrics(metrics), space.describe(choices),
