@@ -35,6 +35,7 @@ __all__ = [
     "config_to_dict",
     "config_hash",
     "find_experiment",
+    "check_section",
 ]
 
 # The sections whose schema depends on a registered component's name.
@@ -137,7 +138,7 @@ def resolve_config(layers: list[Layer], *, sections: tuple[str, ...] = ("task", 
                 raise UserError(f"{layer.source}: unknown section '{key}'. Valid sections: {valid}")
             if not isinstance(value, dict):
                 raise UserError(f"{layer.source}: '{key}' must be a mapping of settings, got {value!r}")
-            merged[key].update(_check_section(value, schemas[key], key, layer.source))
+            merged[key].update(check_section(value, schemas[key], key, layer.source))
     # Each component's Config has a ``name`` field, so the chosen names land in it.
     built = {section: schemas[section](**values) for section, values in merged.items()}
     return RunConfig(seed=seed, task=built["task"], space=built["space"],
@@ -158,15 +159,16 @@ def _component_name(layers: list[Layer], section: str) -> str:
     return name
 
 
-def _check_section(values: Mapping[str, Any], schema: type, section: str, source: str) -> dict[str, Any]:
+def check_section(values: Mapping[str, Any], schema: type, section: str, source: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(schema)}
     hints = typing.get_type_hints(schema)
     checked = {}
     for key, value in values.items():
+        dotted = f"{section}.{key}" if section else key
         if key not in fields:
             valid = ", ".join(sorted(fields))
-            raise UserError(f"{source}: unknown key '{section}.{key}'. Valid keys: {valid}")
-        checked[key] = _coerce(value, hints[key], source, f"{section}.{key}")
+            raise UserError(f"{source}: unknown key '{dotted}'. Valid keys: {valid}")
+        checked[key] = _coerce(value, hints[key], source, dotted)
     return checked
 
 

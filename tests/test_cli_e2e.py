@@ -104,6 +104,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": "vlnas-genotype", "version": 1, "space": "mmnas", "task": "vqa",
                                "choices": {"enc/0": "self_att", "dec/0": "warp_att"}}))
     cases.append((["genotype", "validate", str(bad)], "unknown op 'warp_att' for dec/0"))
+    cases.append((["data", "synth", "--out", str(tmp_path / "d"), "trian_images=3"], "unknown key 'trian_images'"))
     for args, expected in cases:
         result = run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)
@@ -116,3 +117,14 @@ def test_help_explains_each_command() -> None:
         result = run_cli(*command, "--help")
         assert result.returncode == 0 and "usage: nas" in result.stdout
     assert "train.epochs=3" in run_cli("search", "--help").stdout
+
+
+def test_data_synth_writes_the_released_layout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "synth"
+    settings = ["train_images=6", "val_images=3", "test_images=2", "feature_dim=8", "questions_per_image=2"]
+    assert main(["data", "synth", "--out", str(out), "--quiet", "--seed", "5", *settings]) == 0
+    questions = json.loads((out / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())
+    assert len(questions["questions"]) == 6 and questions["data_subtype"] == "val2014"
+    assert len(list((out / "coco_extract" / "train2014").glob("*.npz"))) == 6
+    assert json.loads((out / "synth_meta.json").read_text())["config"]["seed"] == 5
+    assert f"--data {out}" in capsys.readouterr().out

@@ -6,8 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from nas.config import _check_section, overrides_layer
-from nas.errors import UserError
+from nas.config import check_section, overrides_layer
 
 HELP = """Generate the built-in CLEVR-like VQA dataset in the real VQA v2 formats.
 
@@ -41,11 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from nas.synth import SynthVqaConfig, generate_vqa
 
-    layer = overrides_layer([f"synth.{pair}" if "=" in pair else pair for pair in args.settings])
-    values = _check_section(layer.values.get("synth", {}), SynthVqaConfig, "synth", "command line")
-    extra = set(layer.values) - {"synth"}
-    if extra:
-        raise UserError(f"command line: '{sorted(extra)[0]}' is not a generator setting")
+    values = check_section(overrides_layer(args.settings).values, SynthVqaConfig, "", "command line")
     if args.seed is not None:
         values["seed"] = args.seed
     config = SynthVqaConfig(**values)

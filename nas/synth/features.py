@@ -17,9 +17,9 @@ from typing import Mapping
 
 import numpy as np
 
-from nas.synth.world import ATTRIBUTES, ATTRIBUTE_VALUES, COLOR_NEIGHBOURS, COLORS, Scene
+from nas.synth.world import ATTRIBUTES, ATTRIBUTE_VALUES, COLOR_NEIGHBOURS, COLORS, Proposals, Scene
 
-__all__ = ["Prototypes", "make_prototypes", "region_features"]
+__all__ = ["Prototypes", "make_prototypes", "proposal_features", "region_features"]
 
 _PROTOTYPE_STREAM = 0x5EED  # keeps prototype draws independent of every per-image stream
 _NEIGHBOUR_MIX = 0.3  # look-alike colours share this much of each other's direction
@@ -89,6 +89,27 @@ def region_features(scene: Scene, protos: Prototypes, noise: float,
     ``noise`` is the noise norm relative to the unit signal norm. The sqrt(D) scale keeps each
     coordinate O(1), like pooled CNN activations, whatever ``D`` is.
     """
-    mix = _mixes(scene, protos, rng)
-    noisy = mix + noise * rng.standard_normal(mix.shape) / np.sqrt(protos.dim)
-    return np.maximum(noisy * np.sqrt(protos.dim), 0.0).astype(np.float32)
+    return _activate(_mixes(scene, protos, rng), noise, rng)
+
+
+def _activate(mix: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    dim = mix.shape[1]
+    noisy = mix + noise * rng.standard_normal(mix.shape) / np.sqrt(dim)
+    return np.maximum(noisy * np.sqrt(dim), 0.0).astype(np.float32)
+
+
+def proposal_features(scene: Scene, proposals: Proposals, protos: Prototypes, noise: float,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Features of detector proposals, shape (N, D) float32, rows in ``proposals`` order.
+
+    A proposal sees its object in proportion to its IoU with it: a tight box is mostly the
+    object's attribute mix, a partial box mostly clutter. All proposals of one object share that
+    object's salience draw, as crops of one image region would. Background boxes are clutter only.
+    """
+    salience = rng.uniform(*_OBJECT_WEIGHT, size=(len(scene.objects), len(ATTRIBUTES)))
+    objects = [_unit(sum(w * protos.of(a, obj.attr(a)) for w, a in zip(weights, ATTRIBUTES)))
+               for obj, weights in zip(scene.objects, salience)]
+    clutter = protos.background + 0.4 * _unit(rng.standard_normal((len(proposals.boxes), protos.dim)))
+    mix = np.stack([c * objects[o] + (1.0 - c) * _unit(junk) if o is not None else junk
+                    for o, c, junk in zip(proposals.owners, proposals.coverage, clutter)])
+    return _activate(_unit(mix), noise, rng)

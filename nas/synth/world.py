@@ -23,10 +23,13 @@ __all__ = [
     "Box",
     "Distractor",
     "MATERIALS",
+    "Proposals",
     "SHAPES",
     "SIZES",
     "Scene",
     "SceneObject",
+    "box_iou",
+    "propose_regions",
     "sample_scene",
 ]
 
@@ -177,3 +180,103 @@ def sample_scene(rng: np.random.Generator, *, min_objects: int, max_objects: int
                           for j, (kind, parent, _) in enumerate(extras)),
         boxes=tuple(boxes[int(src)] for src in order),
     )
+
+
+# ---- detector proposals around a scene (fixed-N features for grounding and retrieval) ----
+
+# IoU bands of a proposal with its object. Both stay clear of 0.5 under the continuous (SimREC)
+# and the Fast R-CNN "+1" (MmNas) area conventions, so the positives never depend on which.
+GOOD_IOU = (0.6, 0.95)
+PARTIAL_IOU = (0.3, 0.45)
+BACKGROUND_MAX_IOU = 0.3
+GOOD_PER_OBJECT, PARTIAL_PER_OBJECT = 2, 2
+PROPOSALS_PER_OBJECT = GOOD_PER_OBJECT + PARTIAL_PER_OBJECT
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """Detector boxes for one image, in output (shuffled) row order."""
+
+    boxes: tuple[Box, ...]
+    owners: tuple[int | None, ...]  # index into Scene.objects, None for a background box
+    coverage: tuple[float, ...]  # IoU with the owner's box; 0.0 for background
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """IoU with continuous areas (no +1)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _clipped(box: np.ndarray, width: int, height: int) -> Box | None:
+    x1, y1 = max(0.0, float(box[0])), max(0.0, float(box[1]))
+    x2, y2 = min(float(width), float(box[2])), min(float(height), float(box[3]))
+    if x2 - x1 < 2.0 or y2 - y1 < 2.0:
+        return None
+    return _quantise((x1, y1, x2, y2))
+
+
+def _proposal(rng: np.random.Generator, gt: Box, band: tuple[float, float], width: int,
+              height: int) -> Box:
+    """A box whose IoU with ``gt`` lies in ``band``: edge jitter, or a part box inside ``gt``."""
+    lo, hi = band
+    x1, y1, x2, y2 = gt
+    w, h = x2 - x1, y2 - y1
+    spread = 0.08 if lo >= 0.5 else 0.3  # tight boxes barely move; partial ones slide off
+    for _ in range(_PLACEMENT_TRIES):
+        if lo < 0.5 and rng.random() < 0.5:  # the visible part of an object, e.g. one face
+            r = rng.uniform(lo, hi)
+            fw = rng.uniform(r, 1.0)
+            pw, ph = w * fw, h * r / fw
+            px, py = rng.uniform(x1, x2 - pw), rng.uniform(y1, y2 - ph)
+            box = _clipped(np.array([px, py, px + pw, py + ph]), width, height)
+        else:
+            box = _clipped(np.asarray(gt) + rng.normal(0.0, spread, 4) * [w, h, w, h], width, height)
+        if box is not None and lo <= box_iou(box, gt) <= hi:
+            return box
+    # Unreachable in practice; a centred shrink has IoU = s^2 exactly, so the band still holds.
+    s = np.sqrt((lo + hi) / 2.0)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    return _quantise((cx - s * w / 2, cy - s * h / 2, cx + s * w / 2, cy + s * h / 2))
+
+
+def _background(rng: np.random.Generator, objects: list[Box], width: int, height: int) -> Box:
+    for _ in range(_PLACEMENT_TRIES):
+        if rng.random() < 0.5:  # object-sized clutter in an empty spot
+            side = rng.uniform(0.1, 0.3) * min(width, height)
+            bw, bh = side * rng.uniform(0.7, 1.4), side * rng.uniform(0.7, 1.4)
+        else:  # large "table" / "floor" regions
+            bw, bh = width * rng.uniform(0.25, 0.8), height * rng.uniform(0.25, 0.8)
+        bx, by = rng.uniform(0.0, width - bw), rng.uniform(0.0, height - bh)
+        box = _quantise((bx, by, bx + bw, by + bh))
+        if all(box_iou(box, o) < BACKGROUND_MAX_IOU for o in objects):
+            return box
+    return _quantise((0.0, 0.0, width, height))  # objects are small: whole-image IoU stays low
+
+
+def propose_regions(scene: Scene, count: int, rng: np.random.Generator) -> Proposals:
+    """Exactly ``count`` detector boxes: per object ``GOOD_PER_OBJECT`` tight and
+    ``PARTIAL_PER_OBJECT`` partial proposals, then background boxes, in shuffled order.
+
+    The objects' own boxes are never among them, as with a real detector's output.
+    """
+    gts = [scene.box(i) for i in range(len(scene.objects))]
+    if count < PROPOSALS_PER_OBJECT * len(gts):
+        raise ValueError(f"{count} proposals cannot cover {len(gts)} objects "
+                         f"({PROPOSALS_PER_OBJECT} each)")
+    rows: list[tuple[Box, int | None]] = []
+    for i, gt in enumerate(gts):
+        rows += [(_proposal(rng, gt, GOOD_IOU, scene.width, scene.height), i)
+                 for _ in range(GOOD_PER_OBJECT)]
+        rows += [(_proposal(rng, gt, PARTIAL_IOU, scene.width, scene.height), i)
+                 for _ in range(PARTIAL_PER_OBJECT)]
+    rows += [(_background(rng, gts, scene.width, scene.height), None) for _ in range(count - len(rows))]
+    order = [int(k) for k in rng.permutation(len(rows))]
+    boxes = tuple(rows[k][0] for k in order)
+    owners = tuple(rows[k][1] for k in order)
+    coverage = tuple(0.0 if o is None else box_iou(b, gts[o]) for b, o in zip(boxes, owners))
+    return Proposals(boxes, owners, coverage)
