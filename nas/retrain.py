@@ -74,6 +74,7 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, config.train.epochs):
         set_lr(optimizer, lr_for_epoch(epoch, config.train))
+        task.begin_epoch(model, epoch, device)
         stats = train_epoch(model, make_loader(data.splits[train_split], config.train.batch_size, True,
                                                config.seed + epoch, config.train.num_workers),
                             task, optimizer, config.train, device, f"train {epoch + 1}/{config.train.epochs}",

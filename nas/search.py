@@ -78,6 +78,7 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
     genotype = None
     for epoch in range(start_epoch, config.train.epochs):
         set_lr(optimizer, lr_for_epoch(epoch, config.train))
+        task.begin_epoch(model, epoch, device)
         arch_batches = _forever(make_loader(heldout_set, config.train.batch_size, True,
                                             config.seed + 7919 * (epoch + 1), config.train.num_workers))
 

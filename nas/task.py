@@ -7,16 +7,24 @@ a new task is a new folder under ``tasks/`` and no loop changes.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from nas.errors import UserError
+from nas.features import default_cache_dir
+
 __all__ = ["Task", "TaskMeta", "TaskData"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +61,38 @@ class Task(ABC):
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
+
+    def cache_dir(self) -> Path:
+        configured = getattr(self.config, "cache_dir", None)
+        return Path(configured).expanduser() if configured else default_cache_dir()
+
+    def resolve_data_dir(self, marker: str, sizes: dict[str, dict[str, Any]], make_config: Callable[..., Any],
+                         generate: Callable[[Path, Any, bool], Any]) -> tuple[Path, bool]:
+        """``task.data_dir`` if set (it must contain ``marker``), else the built-in dataset.
+
+        The built-in one is generated on first use into the cache, in a folder named by
+        a hash of its generator config, so every size preset and seed has its own copy.
+        """
+        if self.config.data_dir is not None:
+            path = Path(self.config.data_dir).expanduser()
+            if not (path / marker).exists():
+                raise UserError(f"task.data_dir: {path} has no '{marker}' (see 'nas {self.name}' data layout "
+                                "in the README)")
+            return path, False
+        if self.config.synth_size not in sizes:
+            raise UserError(f"task.synth_size: unknown size '{self.config.synth_size}'. "
+                            f"Valid sizes: {', '.join(sizes)}")
+        synth = make_config(seed=self.config.synth_seed, **sizes[self.config.synth_size])
+        fields = asdict(synth) if is_dataclass(synth) else dict(synth)
+        key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+        path = self.cache_dir() / "synth" / f"{self.name}-{key}"
+        if not (path / "synth_meta.json").is_file():
+            log.info("no task.data_dir given: generating the built-in %s dataset in %s", self.name, path)
+        generate(path, synth, self.progress)
+        return path, True
+
+    def begin_epoch(self, model: nn.Module, epoch: int, device: torch.device) -> None:
+        """Called by both loops before each training epoch (e.g. to mine hard negatives)."""
 
     @abstractmethod
     def prepare(self, splits: list[str]) -> TaskData:

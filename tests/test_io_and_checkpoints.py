@@ -8,7 +8,7 @@ import torch
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.errors import UserError
 from nas.io import atomic_write, atomic_write_json, read_json
-from tasks.vqa.text import load_word_vectors
+from nas.text import load_word_vectors
 
 
 def test_a_crash_mid_write_keeps_the_old_file(tmp_path: Path) -> None:

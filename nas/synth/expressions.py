@@ -24,7 +24,7 @@ from nas.synth.vqa_questions import NEAREST_RATIO, RELATION_MARGIN, RELATIONS, r
 from nas.synth.world import ATTRIBUTES, SHAPES, Scene
 
 __all__ = ["CAPTION_KINDS", "EXPRESSION_KINDS", "EXTREMES", "NUMBER_WORDS", "RELATION_WORDS",
-           "WORDS", "generate_captions", "generate_expressions"]
+           "Referrer", "WORDS", "generate_captions", "generate_expressions"]
 
 EXPRESSION_KINDS = ("attribute", "relation", "extreme", "nearest")
 CAPTION_KINDS = ("relation", "census", "shape_count", "list", "nearest")
@@ -55,8 +55,46 @@ def _shuffled(rng: np.random.Generator, items: list | tuple) -> list:
     return [items[int(k)] for k in rng.permutation(len(items))]
 
 
-def _matching(scene: Scene, attrs: Attrs) -> list[int]:
-    return [i for i, o in enumerate(scene.objects) if all(o.attr(a) == v for a, v in attrs.items())]
+class Referrer:
+    """Writes referring expressions for the objects of one scene.
+
+    It holds the look-ups that the expression search repeats many times, so build one per scene.
+    """
+
+    def __init__(self, scene: Scene) -> None:
+        self.scene = scene
+        self.centres = [scene.centre(i) for i in range(len(scene.objects))]
+        self._matches: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        self.uniques = [[d for d in _subsets(scene, o) if self.match(d) == [o]]
+                        for o in range(len(scene.objects))]  # per object, smallest sets first
+
+    def match(self, attrs: Attrs) -> list[int]:
+        key = tuple(sorted(attrs.items()))
+        if key not in self._matches:
+            self._matches[key] = [i for i, o in enumerate(self.scene.objects)
+                                  if all(o.attr(a) == v for a, v in key)]
+        return self._matches[key]
+
+    def expressions(self, target: int, count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+        """Up to ``count`` distinct ``(kind, sentence)`` pairs that each single out ``target``.
+
+        One attribute and one spatial expression come first when the scene allows them, so a
+        ref mixes both, as RefCOCO's annotators do; the rest are drawn from all kinds.
+        """
+        pool: dict[str, list[str]] = {k: [] for k in EXPRESSION_KINDS}
+        seen: set[str] = set()
+        for kind in EXPRESSION_KINDS:
+            for _ in range(_TRIES):
+                text = _EXPRESSIONS[kind](self, target, rng)
+                key = text.removeprefix("the ") if text else None
+                if key is not None and key not in seen:  # "red cube" and "the red cube" are one
+                    seen.add(key)
+                    pool[kind].append(text)
+        spatial = _shuffled(rng, [k for k in EXPRESSION_KINDS[1:] if pool[k]])
+        order = (["attribute"] if pool["attribute"] else []) + spatial[:1]
+        picked = [(k, pool[k].pop(0)) for k in order]
+        rest = _shuffled(rng, [(k, s) for k in EXPRESSION_KINDS for s in pool[k]])
+        return (picked + rest)[:count]
 
 
 def _subsets(scene: Scene, target: int, max_size: int = 4) -> list[Attrs]:
@@ -64,12 +102,6 @@ def _subsets(scene: Scene, target: int, max_size: int = 4) -> list[Attrs]:
     obj = scene.objects[target]
     return [{a: obj.attr(a) for a in combo}
             for k in range(max_size + 1) for combo in combinations(ATTRIBUTES, k)]
-
-
-def _unique_sets(scene: Scene) -> list[list[Attrs]]:
-    """Per object, every attribute set that matches it alone, smallest first."""
-    return [[d for d in _subsets(scene, o) if _matching(scene, d) == [o]]
-            for o in range(len(scene.objects))]
 
 
 def _unique(found: list[Attrs], rng: np.random.Generator, minimal: bool = True) -> Attrs | None:
@@ -96,74 +128,68 @@ def _a(text: str) -> str:
     return ("an " if text[0] in "aeiou" else "a ") + text
 
 
+def _nearest_to(centres: list[tuple[float, float]], b: int, group: list[int]) -> int | None:
+    """The member of ``group`` clearly nearest to ``b`` (runner-up NEAREST_RATIO farther)."""
+    bx, by = centres[b]
+    dist = sorted((float(np.hypot(centres[o][0] - bx, centres[o][1] - by)), o) for o in group if o != b)
+    if not dist or (len(dist) >= 2 and dist[1][0] < NEAREST_RATIO * dist[0][0]):
+        return None
+    return dist[0][1]
+
+
 # ---- referring expressions -----------------------------------------------------------------
 
-def _attribute_expr(scene: Scene, uniques: list[list[Attrs]], t: int,
-                    rng: np.random.Generator) -> str | None:
-    desc = _unique(uniques[t], rng, minimal=rng.random() < 0.7)
+def _attribute_expr(ix: Referrer, t: int, rng: np.random.Generator) -> str | None:
+    desc = _unique(ix.uniques[t], rng, minimal=rng.random() < 0.7)
     return None if desc is None else _the(_phrase(desc, rng), rng)
 
 
-def _heads(scene: Scene, t: int, rng: np.random.Generator) -> list[Attrs]:
+def _heads(ix: Referrer, t: int, rng: np.random.Generator) -> list[Attrs]:
     """Short descriptions of ``t`` that other objects may share: "cube" or "object" first,
     then "red object" or "red cube", so the spatial words do the work, as in RefCOCO."""
-    small = [d for d in _subsets(scene, t, max_size=2) if len(d) <= 1 or "shape" in d]
+    small = [d for d in _subsets(ix.scene, t, max_size=2) if len(d) <= 1 or "shape" in d]
     return sorted(_shuffled(rng, small), key=lambda d: len(d) + ("shape" not in d))
 
 
-def _relation_expr(scene: Scene, uniques: list[list[Attrs]], t: int,
-                   rng: np.random.Generator) -> str | None:
-    n = len(scene.objects)
+def _relation_expr(ix: Referrer, t: int, rng: np.random.Generator) -> str | None:
+    scene, n = ix.scene, len(ix.scene.objects)
     for rel in _shuffled(rng, RELATIONS):
         for b in _shuffled(rng, [b for b in range(n) if b != t and relation_holds(scene, t, rel, b)]):
-            anchor = _unique(uniques[b], rng)
-            for head in (_heads(scene, t, rng) if anchor is not None else []):
-                rivals = [o for o in _matching(scene, head) if o not in (t, b)]
+            anchor = _unique(ix.uniques[b], rng)
+            for head in (_heads(ix, t, rng) if anchor is not None else []):
+                rivals = [o for o in ix.match(head) if o not in (t, b)]
                 if all(relation_holds(scene, o, rel, b) is False for o in rivals):
                     return (f"{_the(_phrase(head, rng), rng)} {_pick(rng, RELATION_WORDS[rel])} "
                             f"the {_phrase(anchor, rng)}")
     return None
 
 
-def _extreme_expr(scene: Scene, uniques: list[list[Attrs]], t: int,
-                  rng: np.random.Generator) -> str | None:
-    for head in _heads(scene, t, rng):
-        group = _matching(scene, head)
+def _extreme_expr(ix: Referrer, t: int, rng: np.random.Generator) -> str | None:
+    for head in _heads(ix, t, rng):
+        group = ix.match(head)
         if len(group) < 2:
             continue
         for word in _shuffled(rng, list(EXTREMES)):
             axis, sign = EXTREMES[word]
-            ranked = sorted(group, key=lambda o: sign * scene.centre(o)[axis])
-            gap = abs(scene.centre(ranked[1])[axis] - scene.centre(ranked[0])[axis])
-            side = scene.width if axis == 0 else scene.height
+            ranked = sorted(group, key=lambda o: sign * ix.centres[o][axis])
+            gap = abs(ix.centres[ranked[1]][axis] - ix.centres[ranked[0]][axis])
+            side = ix.scene.width if axis == 0 else ix.scene.height
             if ranked[0] == t and gap >= RELATION_MARGIN * side:
                 return _the(f"{word} {_phrase(head, rng)}", rng)
     return None
 
 
-def _nearest_to(scene: Scene, b: int, group: list[int]) -> int | None:
-    """The member of ``group`` clearly nearest to ``b`` (runner-up NEAREST_RATIO farther)."""
-    bx, by = scene.centre(b)
-    dist = sorted((float(np.hypot(scene.centre(o)[0] - bx, scene.centre(o)[1] - by)), o)
-                  for o in group if o != b)
-    if not dist or (len(dist) >= 2 and dist[1][0] < NEAREST_RATIO * dist[0][0]):
-        return None
-    return dist[0][1]
-
-
-def _nearest_expr(scene: Scene, uniques: list[list[Attrs]], t: int,
-                  rng: np.random.Generator) -> str | None:
-    for b in _shuffled(rng, [b for b in range(len(scene.objects)) if b != t]):
-        anchor = _unique(uniques[b], rng)
-        for head in (_heads(scene, t, rng) if anchor is not None else []):
-            if _nearest_to(scene, b, _matching(scene, head)) == t:
+def _nearest_expr(ix: Referrer, t: int, rng: np.random.Generator) -> str | None:
+    for b in _shuffled(rng, [b for b in range(len(ix.scene.objects)) if b != t]):
+        anchor = _unique(ix.uniques[b], rng)
+        for head in (_heads(ix, t, rng) if anchor is not None else []):
+            if _nearest_to(ix.centres, b, ix.match(head)) == t:
                 return (f"{_the(_phrase(head, rng), rng)} {_pick(rng, _NEAR_WORDS)} "
                         f"the {_phrase(anchor, rng)}")
     return None
 
 
-_Expression = Callable[[Scene, list[list[Attrs]], int, np.random.Generator], str | None]
-_EXPRESSIONS: Mapping[str, _Expression] = MappingProxyType({
+_EXPRESSIONS: Mapping[str, Callable[["Referrer", int, np.random.Generator], str | None]] = MappingProxyType({
     "attribute": _attribute_expr, "relation": _relation_expr, "extreme": _extreme_expr,
     "nearest": _nearest_expr})
 
@@ -172,24 +198,9 @@ def generate_expressions(scene: Scene, target: int, count: int,
                          rng: np.random.Generator) -> list[tuple[str, str]]:
     """Up to ``count`` distinct ``(kind, sentence)`` pairs that each single out ``target``.
 
-    One attribute and one spatial expression come first when the scene allows them, so a ref
-    mixes both, as RefCOCO's annotators do; the rest are drawn from all kinds.
+    For several targets of one scene, ``Referrer(scene).expressions`` shares the look-ups.
     """
-    uniques = _unique_sets(scene)
-    pool: dict[str, list[str]] = {k: [] for k in EXPRESSION_KINDS}
-    seen: set[str] = set()
-    for kind in EXPRESSION_KINDS:
-        for _ in range(_TRIES):
-            text = _EXPRESSIONS[kind](scene, uniques, target, rng)
-            key = text.removeprefix("the ") if text else None
-            if key is not None and key not in seen:  # "red cube" and "the red cube" are one
-                seen.add(key)
-                pool[kind].append(text)
-    spatial = _shuffled(rng, [k for k in EXPRESSION_KINDS[1:] if pool[k]])
-    order = (["attribute"] if pool["attribute"] else []) + spatial[:1]
-    picked = [(k, pool[k].pop(0)) for k in order]
-    rest = _shuffled(rng, [(k, s) for k in EXPRESSION_KINDS for s in pool[k]])
-    return (picked + rest)[:count]
+    return Referrer(scene).expressions(target, count, rng)
 
 
 # ---- captions ------------------------------------------------------------------------------
@@ -236,8 +247,9 @@ def _list_cap(scene: Scene, rng: np.random.Generator) -> str | None:
 
 
 def _nearest_cap(scene: Scene, rng: np.random.Generator) -> str | None:
+    centres = [scene.centre(i) for i in range(len(scene.objects))]
     for b in _shuffled(rng, list(range(len(scene.objects)))):
-        a = _nearest_to(scene, b, list(range(len(scene.objects))))
+        a = _nearest_to(centres, b, list(range(len(scene.objects))))
         if a is not None:
             return f"{_a(_full(scene, a, rng))} next to {_a(_full(scene, b, rng))}"
     return None

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nas.errors import UserError
-from nas.synth.expressions import generate_expressions
+from nas.synth.expressions import Referrer
 from nas.synth.features import Prototypes, make_prototypes, proposal_features
 from nas.synth.vqa_writer import _MAX_COCO_ID, _swap_into_place, _write_json
 from nas.synth.world import PROPOSALS_PER_OBJECT, SHAPES, Box, box_iou, propose_regions, sample_scene
@@ -87,7 +87,8 @@ class SynthReferConfig:
             if not ok:
                 raise UserError(f"SynthReferConfig.{name}={getattr(self, name)!r}: must be {rule}")
         if self.total_images > _MAX_COCO_ID:
-            raise UserError(f"SynthReferConfig: {self.total_images} images exceed the {_MAX_COCO_ID} COCO ids")
+            raise UserError(f"SynthReferConfig: {self.total_images} images exceed the "
+                            f"{_MAX_COCO_ID} COCO ids")
 
     @property
     def total_images(self) -> int:
@@ -215,17 +216,19 @@ def _write_image(tmp: Path, config: SynthReferConfig, split_no: int, index: int,
         ann_id = image_id * _ANNS_PER_IMAGE + k + 1
         x, y, w, h = _xywh(box)
         out["annotations"].append({"id": ann_id, "image_id": image_id,
-                                   "category_id": CATEGORY_IDS[obj.shape], "bbox": [x, y, w, h], "area": round(w * h, 2), "iscrowd": 0,
+                                   "category_id": CATEGORY_IDS[obj.shape], "bbox": [x, y, w, h],
+                                   "area": round(w * h, 2), "iscrowd": 0,
                                    "segmentation": [_r2((x1, y1, x2, y1, x2, y2, x1, y2))]})
         objects.append({"ann_id": ann_id, "color": obj.color, "shape": obj.shape,
                         "material": obj.material, "size": obj.size, "box": _r2(box)})
     out["meta"]["images"][str(image_id)] = {"split": split, "objects": objects}
 
     rng = _rng(config, _STREAM_TEXT, split_no, index)
+    referrer = Referrer(scene)
     made = 0
     for t in _targets([o.shape for o in scene.objects], rng):
         want = int(rng.integers(config.min_sentences, config.max_sentences + 1))
-        sentences = generate_expressions(scene, t, want, rng)
+        sentences = referrer.expressions(t, want, rng)
         if len(sentences) < config.min_sentences:
             continue  # e.g. a twin of another object with no clear spatial difference
         ref_id, ann_id = len(out["refs"]), objects[t]["ann_id"]
@@ -287,7 +290,8 @@ def _read_summary(root: Path, config: SynthReferConfig) -> SynthReferSummary | N
     meta = read_meta(root, GENERATOR, VERSION, config)
     if meta is None:
         return None
-    files = [root / "refcoco" / "instances.json", root / "refcoco" / "refs(unc).p", root / "anns" / "refcoco.json"]
+    files = [root / "refcoco" / "instances.json", root / "refcoco" / "refs(unc).p",
+             root / "anns" / "refcoco.json"]
     feats = root / "coco_extract" / "train2014"
     n_feats = len(os.listdir(feats)) if feats.is_dir() else 0
     if not all(p.is_file() for p in files) or n_feats != config.total_images:

@@ -13,11 +13,8 @@ created once in the cache and used.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import logging
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ from torch.utils.data import Dataset
 
 from nas.data import BatchConcat
 from nas.errors import UserError
-from nas.features import default_cache_dir, load_region_features
+from nas.features import load_region_features
 from nas.io import atomic_write_json, read_json
 from nas.registry import TASKS
 from nas.task import Task, TaskData, TaskMeta
@@ -37,11 +34,9 @@ from tasks.vqa.answers import load_or_build_answer_vocab, soft_scores
 from tasks.vqa.dataset import VqaDataset, VqaSplit
 from tasks.vqa.evaluation import evaluate_vqa, evaluate_vqa_files
 from tasks.vqa.head import VqaHead
-from tasks.vqa.text import Tokenizer, encode, load_or_build_vocab, load_word_vectors
+from nas.text import Tokenizer, encode, load_or_build_vocab, load_word_vectors
 
 __all__ = ["VqaTask", "VqaConfig", "SPLIT_SUBTYPES"]
-
-log = logging.getLogger(__name__)
 
 # Built-in dataset sizes; tests and smoke runs use "tiny". Finer control: nas data synth + --data.
 SYNTH_SIZES = {
@@ -88,26 +83,9 @@ class VqaTask(Task):
     # ----------------------------------------------------------------- data
     def data_dir(self) -> tuple[Path, bool]:
         """The dataset folder and whether it is the built-in one (generated on first use)."""
-        if self.config.data_dir is not None:
-            path = Path(self.config.data_dir).expanduser()
-            if not (path / "vqa").is_dir():
-                raise UserError(f"task.data_dir: {path} has no 'vqa' folder of question/annotation JSON files")
-            return path, False
         from nas.synth import SynthVqaConfig, generate_vqa
 
-        if self.config.synth_size not in SYNTH_SIZES:
-            raise UserError(f"task.synth_size: unknown size '{self.config.synth_size}'. "
-                            f"Valid sizes: {', '.join(SYNTH_SIZES)}")
-        synth = SynthVqaConfig(seed=self.config.synth_seed, **SYNTH_SIZES[self.config.synth_size])
-        key = hashlib.sha256(json.dumps(asdict(synth), sort_keys=True).encode()).hexdigest()[:12]
-        path = self.cache_dir() / "synth" / f"vqa-{key}"
-        if not (path / "synth_meta.json").is_file():
-            log.info("no task.data_dir given: generating the built-in VQA dataset in %s", path)
-        generate_vqa(path, synth, progress=self.progress)
-        return path, True
-
-    def cache_dir(self) -> Path:
-        return Path(self.config.cache_dir).expanduser() if self.config.cache_dir else default_cache_dir()
+        return self.resolve_data_dir("vqa", SYNTH_SIZES, SynthVqaConfig, generate_vqa)
 
     def _read_split(self, root: Path, name: str) -> VqaSplit:
         if name not in SPLIT_SUBTYPES:

@@ -1,4 +1,4 @@
-"""Question tokenisation (spaCy's blank English tokenizer) and the token vocabulary."""
+"""Text tokenisation (spaCy's blank English tokenizer), token vocabularies and word vectors, for every task."""
 
 from __future__ import annotations
 
