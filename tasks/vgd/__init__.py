@@ -1,0 +1,1 @@
+"""Visual grounding (referring expression comprehension) on RefCOCO, RefCOCO+ and RefCOCOg."""
