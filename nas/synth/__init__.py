@@ -8,3 +8,11 @@ from nas.synth.vqa_questions import FAMILIES
 from nas.synth.vqa_writer import SynthSummary, SynthVqaConfig, generate_vqa
 
 __all__ = ["FAMILIES", "SynthSummary", "SynthVqaConfig", "generate_vqa"]
+
+# Visual grounding (RefCOCO formats) and image-text matching (SCAN f30k_precomp) from the same
+# kind of scenes; see refer_writer.py and scan_writer.py for the layouts.
+from nas.synth.refer_writer import SynthReferConfig, SynthReferSummary, generate_refer  # noqa: E402
+from nas.synth.scan_writer import SynthScanConfig, SynthScanSummary, generate_scan  # noqa: E402
+
+__all__ += ["SynthReferConfig", "SynthReferSummary", "SynthScanConfig", "SynthScanSummary",
+            "generate_refer", "generate_scan"]

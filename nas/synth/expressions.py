@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from nas.synth.vqa_questions import NEAREST_RATIO, RELATION_MARGIN, RELATIONS, relation_holds
-from nas.synth.world import ATTRIBUTES, SHAPES, Scene
+from nas.synth.world import ATTRIBUTES, Scene
 
 __all__ = ["CAPTION_KINDS", "EXPRESSION_KINDS", "EXTREMES", "NUMBER_WORDS", "RELATION_WORDS",
            "Referrer", "WORDS", "generate_captions", "generate_expressions"]
@@ -42,6 +42,7 @@ _NEAR_WORDS = ("closest to", "nearest to")
 EXTREMES: Mapping[str, tuple[int, int]] = MappingProxyType({
     "leftmost": (0, 1), "rightmost": (0, -1), "topmost": (1, 1), "bottommost": (1, -1)})
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_EXTRA_P = (0.2, 0.4, 0.4)  # P(1, 2, 3 attributes besides the shape) in a caption
 _TRIES = 4  # draws per kind; the pool then holds far more than max_sentences
 
 Attrs = dict[str, str]
@@ -65,8 +66,12 @@ class Referrer:
         self.scene = scene
         self.centres = [scene.centre(i) for i in range(len(scene.objects))]
         self._matches: dict[tuple[tuple[str, str], ...], list[int]] = {}
-        self.uniques = [[d for d in _subsets(scene, o) if self.match(d) == [o]]
-                        for o in range(len(scene.objects))]  # per object, smallest sets first
+        subsets = [_subsets(scene, o) for o in range(len(scene.objects))]
+        self.uniques = [[d for d in sets if self.match(d) == [o]]  # per object, smallest first
+                        for o, sets in enumerate(subsets)]
+        # Short descriptions that other objects may share: "cube", "red object", "red cube".
+        self.heads = [[d for d in sets if len(d) <= 1 or (len(d) == 2 and "shape" in d)]
+                      for sets in subsets]
 
     def match(self, attrs: Attrs) -> list[int]:
         key = tuple(sorted(attrs.items()))
@@ -97,11 +102,11 @@ class Referrer:
         return (picked + rest)[:count]
 
 
-def _subsets(scene: Scene, target: int, max_size: int = 4) -> list[Attrs]:
+def _subsets(scene: Scene, target: int) -> list[Attrs]:
     """Every attribute subset of ``target``, smallest first."""
     obj = scene.objects[target]
     return [{a: obj.attr(a) for a in combo}
-            for k in range(max_size + 1) for combo in combinations(ATTRIBUTES, k)]
+            for k in range(len(ATTRIBUTES) + 1) for combo in combinations(ATTRIBUTES, k)]
 
 
 def _unique(found: list[Attrs], rng: np.random.Generator, minimal: bool = True) -> Attrs | None:
@@ -147,8 +152,7 @@ def _attribute_expr(ix: Referrer, t: int, rng: np.random.Generator) -> str | Non
 def _heads(ix: Referrer, t: int, rng: np.random.Generator) -> list[Attrs]:
     """Short descriptions of ``t`` that other objects may share: "cube" or "object" first,
     then "red object" or "red cube", so the spatial words do the work, as in RefCOCO."""
-    small = [d for d in _subsets(ix.scene, t, max_size=2) if len(d) <= 1 or "shape" in d]
-    return sorted(_shuffled(rng, small), key=lambda d: len(d) + ("shape" not in d))
+    return sorted(_shuffled(rng, ix.heads[t]), key=lambda d: len(d) + ("shape" not in d))
 
 
 def _relation_expr(ix: Referrer, t: int, rng: np.random.Generator) -> str | None:
@@ -206,9 +210,13 @@ def generate_expressions(scene: Scene, target: int, count: int,
 # ---- captions ------------------------------------------------------------------------------
 
 def _full(scene: Scene, o: int, rng: np.random.Generator) -> str:
-    """``o`` with its shape and one to three more attributes, chosen at random."""
+    """``o`` with its shape and one to three more attributes, chosen at random.
+
+    Mostly two or three: captions then rarely repeat across images, yet a partial description
+    still leaves retrieval something to resolve.
+    """
     obj = scene.objects[o]
-    extra = _shuffled(rng, ["size", "color", "material"])[: int(rng.integers(1, 4))]
+    extra = _shuffled(rng, ["size", "color", "material"])[: int(rng.choice(3, p=_EXTRA_P)) + 1]
     return _phrase({a: obj.attr(a) for a in ["shape", *extra]}, rng)
 
 

@@ -20,7 +20,8 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from types import MappingProxyType
+from typing import Callable, Mapping, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -29,7 +30,7 @@ from nas.errors import UserError
 from nas.synth.expressions import Referrer
 from nas.synth.features import Prototypes, make_prototypes, proposal_features
 from nas.synth.vqa_writer import _MAX_COCO_ID, _swap_into_place, _write_json
-from nas.synth.world import PROPOSALS_PER_OBJECT, SHAPES, Box, box_iou, propose_regions, sample_scene
+from nas.synth.world import PROPOSALS_PER_OBJECT, SHAPES, Box, Scene, box_iou, propose_regions, sample_scene
 
 __all__ = ["CATEGORY_IDS", "GENERATOR", "SPLITS", "SynthReferConfig", "SynthReferSummary", "VERSION",
            "build_atomically", "generate_refer", "read_meta", "simrec_cat_id"]
@@ -38,7 +39,7 @@ GENERATOR = "vlnas-synth-refer"
 VERSION = 1
 SPLITS = ("train", "val", "testA", "testB")
 # COCO-style category ids (non-contiguous, like COCO's), one per CLEVR shape.
-CATEGORY_IDS = {"cube": 33, "sphere": 37, "cylinder": 44}
+CATEGORY_IDS: Mapping[str, int] = MappingProxyType({"cube": 33, "sphere": 37, "cylinder": 44})
 # COCO's 80 category ids in order; SimREC's cat_process maps an id to its index here.
 _COCO_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
              *range(72, 83), *range(84, 91))
@@ -195,7 +196,6 @@ def _raw(sent: str, rng: np.random.Generator) -> str:
 def _write_image(tmp: Path, config: SynthReferConfig, split_no: int, index: int, image_id: int,
                  protos: Prototypes, out: dict) -> None:
     """Write one image's npz and append its annotations, refs and SimREC entries to ``out``."""
-    split = SPLITS[split_no]
     scene = sample_scene(_rng(config, _STREAM_SCENE, split_no, index), min_objects=config.min_objects,
                          max_objects=config.max_objects, max_distractors=0,
                          width=config.image_width, height=config.image_height)
@@ -221,9 +221,14 @@ def _write_image(tmp: Path, config: SynthReferConfig, split_no: int, index: int,
                                    "segmentation": [_r2((x1, y1, x2, y1, x2, y2, x1, y2))]})
         objects.append({"ann_id": ann_id, "color": obj.color, "shape": obj.shape,
                         "material": obj.material, "size": obj.size, "box": _r2(box)})
-    out["meta"]["images"][str(image_id)] = {"split": split, "objects": objects}
+    out["meta"]["images"][str(image_id)] = {"split": SPLITS[split_no], "objects": objects}
+    _add_refs(out, config, SPLITS[split_no], image_id, scene, objects, bbox,
+              _rng(config, _STREAM_TEXT, split_no, index))
 
-    rng = _rng(config, _STREAM_TEXT, split_no, index)
+
+def _add_refs(out: dict, config: SynthReferConfig, split: str, image_id: int, scene: Scene,
+              objects: list[dict], bbox: np.ndarray, rng: np.random.Generator) -> None:
+    """Append up to ``refs_per_image`` refs of one image, with their SimREC entries and meta."""
     referrer = Referrer(scene)
     made = 0
     for t in _targets([o.shape for o in scene.objects], rng):
@@ -241,12 +246,12 @@ def _write_image(tmp: Path, config: SynthReferConfig, split_no: int, index: int,
             "sent_ids": sent_ids,
             "sentences": [{"sent_id": i, "tokens": s.split(), "raw": _raw(s, rng), "sent": s}
                           for i, (_, s) in zip(sent_ids, sentences)]})
-        entry = {"iid": image_id, "bbox": _xywh(scene.box(t)), "cat_id": simrec_cat_id(category_id)}
+        gt = scene.box(t)
+        entry = {"iid": image_id, "bbox": _xywh(gt), "cat_id": simrec_cat_id(category_id)}
         if split == "train":  # SimREC: one entry per ref in train, one per sentence elsewhere
             out["simrec"][split].append({**entry, "refs": [s for _, s in sentences], "mask_id": ref_id})
         else:
             out["simrec"][split] += [{**entry, "refs": [s], "mask_id": ref_id} for _, s in sentences]
-        gt = scene.box(t)
         out["meta"]["refs"][str(ref_id)] = {
             "image_id": image_id, "ann_id": ann_id, "split": split, "target_box": _r2(gt),
             "attributes": {a: objects[t][a] for a in ("color", "shape", "material", "size")},

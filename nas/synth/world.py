@@ -5,6 +5,10 @@ CLEVR's attribute vocabulary (FORMATS.md section 6) with non-overlapping boxes, 
 distractor regions, i.e. part boxes inside an object and loose background boxes, which real
 detectors also emit. Region order is shuffled because a detector sorts boxes by confidence,
 not by anything a model could exploit.
+
+Grounding and retrieval need a fixed number of regions per image, as MmNas's fix-100/fix-36
+features have, so ``propose_regions`` instead surrounds a scene's objects with detector-like
+proposals: tight boxes (IoU >= 0.6 with the object), partial ones (IoU 0.3-0.45) and clutter.
 """
 
 from __future__ import annotations
