@@ -33,10 +33,13 @@ log = logging.getLogger("nas.retrain")
 @dataclass
 class RetrainResult:
     run_dir: Path
+    primary_metric: str
     metrics: dict[str, Any]
     baseline: dict[str, Any] | None
     results_path: Path | None
     summary_path: Path
+    test_split: str | None = None
+    test_metrics: dict[str, Any] | None = None
 
 
 def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: bool = True,
@@ -98,20 +101,28 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
         shown = f" {eval_split} {task.format_metrics(metrics)}" if metrics else ""
         log.info("epoch %d/%d loss=%.3f%s", epoch + 1, config.train.epochs, stats["loss"], shown)
 
-    results_path = None
+    results_path, test_metrics = None, None
     if test_split:
-        predictions = predict(model, make_loader(data.splits[test_split], config.train.eval_batch_size, False, 0),
-                              task, device, f"predict {test_split}", progress)
+        test_set = data.splits[test_split]
+        predictions = predict(model, make_loader(task.evaluation_view(test_set), config.train.eval_batch_size,
+                                                 False, 0), task, device, f"predict {test_split}", progress)
         results_path = task.write_results(predictions, run_dir / "results" / f"{task.name}_{test_split}_results.json")
-    summary = {"task": task.name, "genotype": genotype.to_dict(), "eval_split": eval_split,
+        if test_split != eval_split and task.is_labelled(test_set):
+            test_metrics = task.evaluate(test_split, test_set, predictions)
+            log.info("final model on %s: %s", test_split, task.format_metrics(test_metrics))
+    summary = {"task": task.name, "primary_metric": task.primary_metric, "genotype": genotype.to_dict(),
+               "eval_split": eval_split,
                "final": metrics, "best": best, "baseline": baseline, "epochs": config.train.epochs,
+               "test_split": test_split, "test": test_metrics,
                "results_file": str(results_path) if results_path else None, "data_dir": data.info.get("data_dir")}
     summary_path = atomic_write_json(run_dir / "summary.json", summary)
-    return RetrainResult(run_dir, metrics, baseline, results_path, summary_path)
+    return RetrainResult(run_dir, task.primary_metric, metrics, baseline, results_path, summary_path,
+                         test_split, test_metrics)
 
 
 def _evaluate(model, task, dataset, split: str, config: RunConfig, device, progress: bool) -> dict[str, Any]:
-    predictions = predict(model, make_loader(dataset, config.train.eval_batch_size, False, 0), task, device,
+    view = task.evaluation_view(dataset)
+    predictions = predict(model, make_loader(view, config.train.eval_batch_size, False, 0), task, device,
                           f"eval {split}", progress)
     return task.evaluate(split, dataset, predictions)
 

@@ -48,6 +48,7 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
     train_split = config.task.train_split
     data = task.prepare([train_split])
     weight_set, heldout_set = contiguous_split(data.splits[train_split], config.strategy.split_portion)
+    heldout_view = task.evaluation_view(heldout_set)
     model = space.build_model(data.meta, task.build_head(config.space.hidden, data.meta), strategy.make_block)
     model.to(device)
     strategy.attach(space.prior(), device)
@@ -93,7 +94,7 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
                             progress, before_step=lambda step: strategy.before_weight_step(), after_step=arch_step)
         choices = strategy.genotype()
         with strategy.fixed(choices):
-            predictions = predict(model, make_loader(heldout_set, config.train.eval_batch_size, False, 0),
+            predictions = predict(model, make_loader(heldout_view, config.train.eval_batch_size, False, 0),
                                   task, device, "held-out eval", progress)
         metrics = task.evaluate(heldout_name, heldout_set, predictions)
         stable = 1 + (history[-1]["stable_epochs"] if history and history[-1]["genotype"] == choices else 0)

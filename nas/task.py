@@ -91,6 +91,14 @@ class Task(ABC):
         generate(path, synth, self.progress)
         return path, True
 
+    def is_labelled(self, dataset: Dataset) -> bool:
+        """Whether ``evaluate`` can score this dataset (test splits often have no answers)."""
+        return True
+
+    def evaluation_view(self, dataset: Dataset) -> Dataset:
+        """The dataset that ``predict`` runs over to evaluate ``dataset`` (e.g. all image-caption pairs)."""
+        return dataset
+
     def begin_epoch(self, model: nn.Module, epoch: int, device: torch.device) -> None:
         """Called by both loops before each training epoch (e.g. to mine hard negatives)."""
 

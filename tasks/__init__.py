@@ -1,3 +1,5 @@
 """Built-in tasks, imported explicitly so their registrations run."""
 
 from tasks import vqa  # noqa: F401
+from tasks.itm import task as _itm  # noqa: F401
+from tasks.vgd import task as _vgd  # noqa: F401

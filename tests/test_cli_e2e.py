@@ -96,7 +96,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     cases = [
         (["retrain", "--genotype", str(tmp_path / "missing.json")], "missing.json: genotype file not found"),
         (["search", "--config", "smoke", "train.epochz=1"], "unknown key 'train.epochz'"),
-        (["search", "--task", "vqq"], "unknown task 'vqq'. Available: vqa"),
+        (["search", "--task", "vqq"], "unknown task 'vqq'. Available: itm, vgd, vqa"),
         (["search", "--config", str(tmp_path / "nope.yaml")], "nope.yaml: config file not found"),
         (["search", "--out", str(tmp_path / "fresh"), "--resume"], "config.yaml: not found"),
     ]
@@ -122,7 +122,7 @@ def test_help_explains_each_command() -> None:
 def test_data_synth_writes_the_released_layout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "synth"
     settings = ["train_images=6", "val_images=3", "test_images=2", "feature_dim=8", "questions_per_image=2"]
-    assert main(["data", "synth", "--out", str(out), "--quiet", "--seed", "5", *settings]) == 0
+    assert main(["data", "synth", "--task", "vqa", "--out", str(out), "--quiet", "--seed", "5", *settings]) == 0
     questions = json.loads((out / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())
     assert len(questions["questions"]) == 6 and questions["data_subtype"] == "val2014"
     assert len(list((out / "coco_extract" / "train2014").glob("*.npz"))) == 6

@@ -62,11 +62,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(result) -> None:
-    metrics, baseline = result.metrics, result.baseline
+    metrics, baseline, key = result.metrics, result.baseline, result.primary_metric
     if metrics:
-        print(f"validation accuracy: {metrics['accuracy']:.2f}" if "accuracy" in metrics else f"metrics: {metrics}")
-        if baseline and "accuracy" in baseline:
-            print(f"  majority-answer baseline ('{baseline.get('answer')}'): {baseline['accuracy']:.2f}")
+        print(f"validation {key}: {metrics[key]:.2f}")
+        if baseline and key in baseline:
+            rule = baseline.get("rule") or f"majority answer '{baseline.get('answer')}'"
+            print(f"  baseline ({rule}): {baseline[key]:.2f}")
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, float) and k != key}
+        if scalars:
+            print("  " + "  ".join(f"{k}={v:.2f}" for k, v in scalars.items()))
         for group in ("per_answer_type", "per_family"):
             if group in metrics:
                 print(f"  {group.replace('_', ' ')}:")
@@ -74,6 +78,8 @@ def _print_summary(result) -> None:
                     base = baseline.get(group, {}).get(name) if baseline else None
                     shown = f"   (baseline {base:.2f})" if base is not None else ""
                     print(f"    {name:<20} {value:6.2f}{shown}")
+    if result.test_metrics:
+        print(f"{result.test_split} {key}: {result.test_metrics[key]:.2f}")
     print(f"checkpoints: {result.run_dir / 'checkpoints'}")
     if result.results_path:
         print(f"results file: {result.results_path}")

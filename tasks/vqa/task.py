@@ -189,6 +189,9 @@ class VqaTask(Task):
             metrics["per_family"] = {f: round(sum(v) / len(v), 2) for f, v in sorted(per_family.items())}
         return metrics
 
+    def is_labelled(self, dataset: Dataset) -> bool:
+        return all(part.targets is not None for part in _base(dataset))
+
     def baseline(self, train: Dataset, split: str, dataset: Dataset) -> dict[str, Any]:
         """The majority-answer baseline: always answer the most frequent training answer."""
         counts = Counter(prep_answer(self.annotations[int(q)]["multiple_choice_answer"])

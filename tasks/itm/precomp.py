@@ -1,0 +1,79 @@
+"""SCAN's precomputed-feature layout (``<dataset>_precomp/``) for image-text matching.
+
+``{split}_ims.npy`` (N_img, R, D), ``{split}_caps.txt`` with five consecutive
+captions per image, and ``{split}_ids.txt`` (one line per image for train, one
+per caption for dev/test, as MmNas reads them). SCAN ships no boxes; vlnas
+reads the optional ``{split}_boxes.npy`` (N_img, R, 4, xyxy pixels) and
+``{split}_image_size.npy`` (N_img, 2) when present, else relation attention
+sees all-zero boxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nas.errors import UserError
+from nas.features import RegionFeatures
+
+__all__ = ["PrecompSplit", "read_precomp"]
+
+CAPTIONS_PER_IMAGE = 5
+
+
+@dataclass
+class PrecompSplit:
+    name: str
+    captions: list[str]  # 5 per image, image-major
+    features: RegionFeatures  # row k = image k
+
+    @property
+    def num_images(self) -> int:
+        return len(self.features.image_ids)
+
+
+def read_precomp(folder: Path, split: str) -> PrecompSplit:
+    images_path = folder / f"{split}_ims.npy"
+    captions_path = folder / f"{split}_caps.txt"
+    if not images_path.is_file() or not captions_path.is_file():
+        raise UserError(f"{folder}: split '{split}' needs {images_path.name} and {captions_path.name}")
+    try:
+        images = np.load(images_path, mmap_mode="r")
+    except ValueError as error:
+        raise UserError(f"{images_path}: unreadable .npy ({error})") from None
+    if images.ndim != 3:
+        raise UserError(f"{images_path}: expected (images, regions, features), got shape {images.shape}")
+    captions = captions_path.read_text(encoding="utf-8").splitlines()
+    if len(captions) != CAPTIONS_PER_IMAGE * len(images):
+        raise UserError(f"{captions_path}: {len(captions)} captions for {len(images)} images "
+                        f"(expected {CAPTIONS_PER_IMAGE} per image)")
+    count, regions = images.shape[:2]
+    ids = np.arange(count, dtype=np.int64)
+    ids_path = folder / f"{split}_ids.txt"
+    if ids_path.is_file():
+        lines = [int(line) for line in ids_path.read_text().split()]
+        # dev/test list one id per caption; keep every fifth (MmNas's loader).
+        lines = lines[::CAPTIONS_PER_IMAGE] if len(lines) == CAPTIONS_PER_IMAGE * count else lines
+        if len(lines) != count:
+            raise UserError(f"{ids_path}: {len(lines)} ids for {count} images")
+        ids = np.asarray(lines, np.int64)
+    boxes = _optional(folder / f"{split}_boxes.npy", (count, regions, 4), np.float32)
+    sizes = _optional(folder / f"{split}_image_size.npy", (count, 2), np.int64)
+    if sizes is None:
+        sizes = np.ones((count, 2), np.int64)
+    features = RegionFeatures(features=images, boxes=boxes if boxes is not None else
+                              np.zeros((count, regions, 4), np.float32),
+                              num_regions=np.full(count, regions, np.int64), image_size=sizes, image_ids=ids,
+                              directory=folder)
+    return PrecompSplit(split, captions, features)
+
+
+def _optional(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    array = np.load(path)
+    if array.shape != shape:
+        raise UserError(f"{path}: expected shape {shape}, got {array.shape}")
+    return array.astype(dtype, copy=False)

@@ -1,0 +1,184 @@
+"""Image-text matching (retrieval) with a cross-encoder, on SCAN's precomputed layout.
+
+Data layout under ``task.data_dir``: ``<dataset>_precomp/{train,dev,test}_{ims.npy,caps.txt,ids.txt}``
+(see ``tasks.itm.precomp``). Training pairs each caption with its image and with
+one negative caption and one negative image, random for the first
+``hard_negative_start_epoch`` epochs and then mined with the current model
+(MmNas). Evaluation scores every image-caption pair of a split and reports
+SCAN's R@1/5/10, median and mean rank, and rsum.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from nas.errors import UserError
+from nas.io import atomic_write
+from nas.registry import TASKS
+from nas.task import Task, TaskData, TaskMeta
+from nas.text import Tokenizer, encode, load_or_build_vocab, load_word_vectors
+from tasks.itm.dataset import AllPairsDataset, MatchingDataset, PairBatcher
+from tasks.itm.head import MatchingHead
+from tasks.itm.metric import coco_1k_scores, evaluate_itm_file, retrieval_scores
+from tasks.itm.mining import mine_hard_negatives
+from tasks.itm.precomp import CAPTIONS_PER_IMAGE, read_precomp
+
+__all__ = ["ItmTask", "ItmConfig", "SYNTH_SIZES"]
+
+SYNTH_SIZES = {
+    "tiny": {"train_images": 40, "dev_images": 10, "test_images": 10, "regions": 16, "max_objects": 4,
+             "feature_dim": 32},
+    "small": {"train_images": 500, "dev_images": 100, "test_images": 100, "feature_dim": 128},
+    "default": {},
+}
+
+
+@dataclass
+class ItmConfig:
+    name: str = "itm"
+    data_dir: str | None = None  # None = the built-in generated dataset
+    cache_dir: str | None = None
+    dataset: str = "f30k"  # reads <data_dir>/<dataset>_precomp/
+    train_split: str = "train"
+    eval_split: str = "dev"
+    test_split: str = "test"
+    loss: str = "bce"  # bce: positive 1, negatives 0 (MmNas); hinge: margin against the sampled negatives
+    margin: float = 0.2
+    hard_negative_start_epoch: int = 10  # random negatives before this epoch (MmNas NEG_START_EPOCH)
+    hard_negative_pool: int = 64  # random candidates scored per image and per caption
+    hard_negative_topk: int = 5  # negatives are drawn from the best-scoring ones
+    eval_protocol: str = "all"  # all: one ranking over the split; coco1k: mean over 5 folds of 1000 images
+    max_tokens: int = 50
+    word_vectors: str | None = None
+    flat_mlp: int = 512
+    synth_size: str = "default"
+    synth_seed: int = 0
+
+
+@TASKS.register("itm")
+class ItmTask(Task):
+    Config = ItmConfig
+    name = "itm"
+    primary_metric = "rsum"
+
+    def __init__(self, config: ItmConfig, run_dir: Path, progress: bool = True) -> None:
+        super().__init__(config, run_dir, progress)
+        for key, value, valid in (("loss", config.loss, ("bce", "hinge")),
+                                  ("eval_protocol", config.eval_protocol, ("all", "coco1k"))):
+            if value not in valid:
+                raise UserError(f"task.{key}: unknown value '{value}'. Valid: {', '.join(valid)}")
+        self.training_sets: list[MatchingDataset] = []
+        self.eval_batch_size = 256
+
+    def data_dir(self) -> tuple[Path, bool]:
+        from nas.synth import SynthScanConfig, generate_scan
+
+        return self.resolve_data_dir(f"{self.config.dataset}_precomp", SYNTH_SIZES, SynthScanConfig, generate_scan)
+
+    def prepare(self, splits: list[str]) -> TaskData:
+        root, builtin = self.data_dir()
+        folder = root / f"{self.config.dataset}_precomp"
+        if any("+" in split for split in splits):
+            raise UserError("task.*_split: the itm task does not join splits with '+'")
+        present = [s for s in ("train", "dev", "test", "testall") if (folder / f"{s}_caps.txt").is_file()]
+        loaded = {name: read_precomp(folder, name) for name in dict.fromkeys(splits + present)}
+        tokenizer = Tokenizer()
+        tokens = {name: tokenizer(split.captions) for name, split in loaded.items()}
+        vocab = load_or_build_vocab(self.run_dir / "vocab.json", (t for n in present for t in tokens[n]))
+        datasets: dict[str, Dataset] = {}
+        for offset, name in enumerate(dict.fromkeys(splits)):
+            pairs = PairBatcher(encode(tokens[name], vocab, self.config.max_tokens), loaded[name].features)
+            datasets[name] = MatchingDataset(name, pairs, seed=offset)
+        self.training_sets = [datasets[splits[0]]]
+        vectors = torch.from_numpy(load_word_vectors(self.config.word_vectors, vocab)) \
+            if self.config.word_vectors else None
+        meta = TaskMeta(vocab_size=len(vocab), feature_dim=loaded[splits[0]].features.feature_dim, num_outputs=1,
+                        word_vectors=vectors)
+        return TaskData(splits=datasets, meta=meta, info={"data_dir": str(root), "builtin": builtin})
+
+    def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
+        return MatchingHead(hidden, self.config.flat_mlp)
+
+    def begin_epoch(self, model: nn.Module, epoch: int, device: torch.device) -> None:
+        for dataset in self.training_sets:
+            dataset.reseed(1000 + epoch)
+            if epoch < self.config.hard_negative_start_epoch:
+                dataset.set_hard_negatives(None, None)
+                continue
+            captions, images = mine_hard_negatives(model, dataset.pairs, self.config.hard_negative_pool,
+                                                   self.config.hard_negative_topk, dataset.rng, device,
+                                                   self.eval_batch_size, self.progress)
+            dataset.set_hard_negatives(captions, images)
+
+    def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.config.loss == "bce":
+            return F.binary_cross_entropy_with_logits(outputs, batch["label"], reduction="sum")
+        positive, negative_caption, negative_image = torch.sigmoid(outputs).chunk(3)
+        return (F.relu(self.config.margin - positive + negative_caption)
+                + F.relu(self.config.margin - positive + negative_image)).sum()
+
+    def predict(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        return [{"row": batch["row"].cpu().numpy(), "column": batch["column"].cpu().numpy(),
+                 "score": outputs.float().cpu().numpy()}]
+
+    def evaluation_view(self, dataset: Dataset) -> Dataset:
+        if isinstance(dataset, MatchingDataset):
+            return AllPairsDataset(dataset.pairs, np.arange(dataset.pairs.num_images))
+        if isinstance(dataset, Subset) and isinstance(dataset.dataset, MatchingDataset):
+            images = np.unique(np.asarray(dataset.indices) // CAPTIONS_PER_IMAGE)
+            return AllPairsDataset(dataset.dataset.pairs, images)
+        raise UserError(f"cannot rank {type(dataset).__name__}: evaluate itm on a single split")
+
+    def _matrix(self, dataset: Dataset, predictions: list[dict[str, Any]]) -> np.ndarray:
+        view = self.evaluation_view(dataset)
+        sims = np.full((len(view.images), len(view.captions)), np.nan, np.float32)
+        for part in predictions:
+            sims[part["row"], part["column"]] = part["score"]
+        return sims
+
+    def evaluate(self, split: str, dataset: Dataset, predictions: list[dict[str, Any]]) -> dict[str, Any]:
+        sims = self._matrix(dataset, predictions)
+        scores = coco_1k_scores(sims) if self.config.eval_protocol == "coco1k" else retrieval_scores(sims)
+        return scores.to_dict()
+
+    def baseline(self, train: Dataset, split: str, dataset: Dataset) -> dict[str, Any]:
+        """Recall of random scores (chance), with a fixed seed."""
+        view = self.evaluation_view(dataset)
+        sims = np.random.default_rng(0).random((len(view.images), len(view.captions))).astype(np.float32)
+        return {**retrieval_scores(sims).to_dict(), "rule": "random scores"}
+
+    def format_metrics(self, metrics: dict[str, Any]) -> str:
+        return (f"rsum={metrics['rsum']:.1f} i2t R@1/5/10={metrics['i2t_r1']:.1f}/{metrics['i2t_r5']:.1f}/"
+                f"{metrics['i2t_r10']:.1f} t2i R@1/5/10={metrics['t2i_r1']:.1f}/{metrics['t2i_r5']:.1f}/"
+                f"{metrics['t2i_r10']:.1f}")
+
+    def write_results(self, predictions: list[dict[str, Any]], path: Path) -> Path:
+        """The test split's (images x captions) similarity matrix, as ``.npy``."""
+        rows = max(int(p["row"].max()) for p in predictions) + 1
+        columns = max(int(p["column"].max()) for p in predictions) + 1
+        sims = np.zeros((rows, columns), np.float32)
+        for part in predictions:
+            sims[part["row"], part["column"]] = part["score"]
+        target = Path(path).with_suffix(".npy")
+        return atomic_write(target, lambda tmp: np.save(tmp.open("wb"), sims))
+
+    @classmethod
+    def add_evaluate_arguments(cls, parser: argparse._ActionsContainer) -> None:
+        parser.add_argument("--sims", help="similarity matrix .npy (images x 5*images), e.g. from nas retrain")
+        parser.add_argument("--protocol", default="all", choices=["all", "coco1k"],
+                            help="all: one ranking; coco1k: mean over 5 folds of 1000 images")
+
+    @classmethod
+    def evaluate_files(cls, args: argparse.Namespace) -> dict[str, Any]:
+        if getattr(args, "sims", None) is None:
+            raise UserError("nas evaluate --task itm needs --sims")
+        return evaluate_itm_file(args.sims, protocol=args.protocol).to_dict()
