@@ -128,3 +128,13 @@ def test_data_synth_writes_the_released_layout(tmp_path: Path, capsys: pytest.Ca
     assert len(list((out / "coco_extract" / "train2014").glob("*.npz"))) == 6
     assert json.loads((out / "synth_meta.json").read_text())["config"]["seed"] == 5
     assert f"--data {out}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("genotype,task", [("mmnas_itm", "vgd"), ("mmnas_vgd", "itm")])
+def test_published_genotypes_retrain_across_tasks(genotype: str, task: str, tmp_path: Path) -> None:
+    from tests.conftest import REPO
+
+    assert main(["retrain", "--genotype", str(REPO / "genotypes" / f"{genotype}.json"), "--task", task,
+                 "--out", str(tmp_path), *SMOKE, "train.epochs=1", "space.hidden=16"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["task"] == task and summary["final"]

@@ -88,3 +88,14 @@ def test_search_retrain_evaluate_round_trip(tmp_path: Path, capsys: pytest.Captu
     scores = json.loads(capsys.readouterr().out)
     assert scores["accuracy"] == pytest.approx(summary["final"]["accuracy"], abs=0.005)
     assert scores["num_expressions"] == summary["final"]["num_expressions"]
+
+
+def test_simrec_annotations_give_the_same_targets(prepared, tmp_path: Path) -> None:
+    task, data = prepared
+    simrec = VgdTask(VgdConfig(synth_size="tiny", annotations="simrec"), tmp_path, progress=False)
+    val = simrec.prepare(["val"]).splits["val"]
+    refer_val = data.splits["val"]
+    # Non-train SimREC entries are one per sentence, in the refs' order.
+    assert len(val) == len(refer_val)
+    np.testing.assert_allclose(val.targets, refer_val.targets, rtol=1e-6)
+    assert [e.text for e in val.expressions] == [e.text for e in refer_val.expressions]
