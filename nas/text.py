@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import torch
 
 from nas.errors import UserError
 from nas.io import atomic_write_json, read_json
 
-__all__ = ["Tokenizer", "build_vocab", "load_or_build_vocab", "encode", "load_word_vectors", "SPECIAL_TOKENS"]
+__all__ = ["Tokenizer", "build_vocab", "load_or_build_vocab", "encode", "load_word_vectors", "word_vector_tensor",
+           "SPECIAL_TOKENS"]
 
 SPECIAL_TOKENS = {"PAD": 0, "UNK": 1, "CLS": 2}
 
@@ -82,6 +84,13 @@ def load_word_vectors(source: str, vocab: dict[str, int]) -> np.ndarray:
         if token not in SPECIAL_TOKENS and nlp.vocab.has_vector(token):
             matrix[index] = nlp.vocab.get_vector(token)
     return matrix
+
+
+def word_vector_tensor(source: str | None, vocab: dict[str, int]) -> torch.Tensor | None:
+    """``task.word_vectors`` as the embedding's initial weights, or None when not configured."""
+    if not source:
+        return None
+    return torch.from_numpy(load_word_vectors(source, vocab))
 
 
 def _glove_vectors(path: Path, vocab: dict[str, int]) -> np.ndarray:

@@ -25,7 +25,7 @@ from nas.errors import UserError
 from nas.io import atomic_write
 from nas.registry import TASKS
 from nas.task import Task, TaskData, TaskMeta
-from nas.text import Tokenizer, encode, load_or_build_vocab, load_word_vectors
+from nas.text import Tokenizer, encode, load_or_build_vocab, word_vector_tensor
 from tasks.itm.dataset import AllPairsDataset, MatchingDataset, PairBatcher
 from tasks.itm.head import MatchingHead
 from tasks.itm.metric import coco_1k_scores, evaluate_itm_file, retrieval_scores
@@ -99,8 +99,7 @@ class ItmTask(Task):
             pairs = PairBatcher(encode(tokens[name], vocab, self.config.max_tokens), loaded[name].features)
             datasets[name] = MatchingDataset(name, pairs, seed=offset)
         self.training_sets = [datasets[splits[0]]]
-        vectors = torch.from_numpy(load_word_vectors(self.config.word_vectors, vocab)) \
-            if self.config.word_vectors else None
+        vectors = word_vector_tensor(self.config.word_vectors, vocab)
         meta = TaskMeta(vocab_size=len(vocab), feature_dim=loaded[splits[0]].features.feature_dim, num_outputs=1,
                         word_vectors=vectors)
         return TaskData(splits=datasets, meta=meta, info={"data_dir": str(root), "builtin": builtin})

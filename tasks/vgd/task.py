@@ -29,7 +29,7 @@ from nas.features import load_region_features
 from nas.io import atomic_write_json
 from nas.registry import TASKS
 from nas.task import Task, TaskData, TaskMeta
-from nas.text import Tokenizer, encode, load_or_build_vocab, load_word_vectors
+from nas.text import Tokenizer, encode, load_or_build_vocab, word_vector_tensor
 from tasks.vgd.annotations import read_refer, read_simrec
 from tasks.vgd.boxes import decode_deltas
 from tasks.vgd.dataset import GroundingDataset
@@ -118,8 +118,7 @@ class VgdTask(Task):
         for split in splits:
             if "+" in split:
                 datasets[split] = BatchConcat([datasets[part] for part in split.split("+")])
-        vectors = torch.from_numpy(load_word_vectors(self.config.word_vectors, vocab)) \
-            if self.config.word_vectors else None
+        vectors = word_vector_tensor(self.config.word_vectors, vocab)
         first = datasets[names[0]]
         meta = TaskMeta(vocab_size=len(vocab), feature_dim=first.features.feature_dim, num_outputs=1,
                         word_vectors=vectors)

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from nas.data import BatchConcat
 from nas.errors import UserError
 from nas.features import load_region_features
+from nas.heads import FusionHead
 from nas.io import atomic_write_json, read_json
 from nas.registry import TASKS
 from nas.task import Task, TaskData, TaskMeta
@@ -33,8 +34,7 @@ from tasks.vqa.answer_norm import prep_answer
 from tasks.vqa.answers import load_or_build_answer_vocab, soft_scores
 from tasks.vqa.dataset import VqaDataset, VqaSplit
 from tasks.vqa.evaluation import evaluate_vqa, evaluate_vqa_files
-from tasks.vqa.head import VqaHead
-from nas.text import Tokenizer, encode, load_or_build_vocab, load_word_vectors
+from nas.text import Tokenizer, encode, load_or_build_vocab, word_vector_tensor
 
 __all__ = ["VqaTask", "VqaConfig", "SPLIT_SUBTYPES"]
 
@@ -144,9 +144,7 @@ class VqaTask(Task):
         for split in splits:
             if "+" in split:
                 datasets[split] = BatchConcat([datasets[part] for part in split.split("+")])
-        vectors = None
-        if self.config.word_vectors:
-            vectors = torch.from_numpy(load_word_vectors(self.config.word_vectors, vocab))
+        vectors = word_vector_tensor(self.config.word_vectors, vocab)
         meta = TaskMeta(vocab_size=len(vocab), feature_dim=_feature_dim(next(iter(datasets.values()))),
                         num_outputs=len(self.answers), word_vectors=vectors)
         return TaskData(splits={s: datasets[s] for s in splits}, meta=meta,
@@ -160,7 +158,7 @@ class VqaTask(Task):
 
     # ---------------------------------------------------------------- model
     def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
-        return VqaHead(hidden, self.config.flat_mlp, meta.num_outputs)
+        return FusionHead(hidden, self.config.flat_mlp, meta.num_outputs)
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # MmNas/MCAN: BCE on soft scores, summed over answers and the batch.

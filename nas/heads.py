@@ -1,4 +1,7 @@
-"""MmNas/MCAN's VQA head: AttFlat(text) + AttFlat(image) -> LayerNorm -> answer logits."""
+"""MmNas/MCAN's pooled-fusion head: AttFlat(text) + AttFlat(image) -> LayerNorm -> Linear.
+
+VQA uses it with one output per answer, image-text matching with one score per pair.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +10,29 @@ from torch import nn
 
 from nas.layers import AttentionFlatten, McanLayerNorm
 
-__all__ = ["VqaHead"]
+__all__ = ["FusionHead"]
 
 
-class VqaHead(nn.Module):
+class FusionHead(nn.Module):
     """Args:
         hidden: backbone width H.
         flat_mlp: hidden size of the AttFlat scoring MLP (512 in MmNas).
-        num_answers: answer vocabulary size.
+        num_outputs: outputs per sample (answers for VQA; 1 for a matching score).
         glimpses: AttFlat glimpses (1 in MmNas).
         dropout: dropout in the AttFlat MLPs.
     """
 
-    def __init__(self, hidden: int, flat_mlp: int, num_answers: int, glimpses: int = 1,
+    def __init__(self, hidden: int, flat_mlp: int, num_outputs: int, glimpses: int = 1,
                  dropout: float = 0.1) -> None:
         super().__init__()
         out = 2 * hidden
         self.text_pool = AttentionFlatten(hidden, flat_mlp, out, glimpses, dropout)
         self.image_pool = AttentionFlatten(hidden, flat_mlp, out, glimpses, dropout)
         self.norm = McanLayerNorm(out)
-        self.classifier = nn.Linear(out, num_answers)
+        self.classifier = nn.Linear(out, num_outputs)
 
     def forward(self, text: torch.Tensor, text_keep: torch.Tensor, image: torch.Tensor,
                 image_keep: torch.Tensor) -> torch.Tensor:
-        # text: (B, T, H); image: (B, N, H) -> logits (B, A)
+        # text: (B, T, H); image: (B, N, H) -> logits (B, num_outputs)
         fused = self.text_pool(text, text_keep) + self.image_pool(image, image_keep)  # (B, 2H)
         return self.classifier(self.norm(fused))
