@@ -37,7 +37,7 @@ __all__ = ["ItmTask", "ItmConfig", "SYNTH_SIZES"]
 SYNTH_SIZES = {
     "tiny": {"train_images": 40, "dev_images": 10, "test_images": 10, "regions": 16, "max_objects": 4,
              "feature_dim": 32},
-    "small": {"train_images": 500, "dev_images": 100, "test_images": 100, "feature_dim": 128},
+    "small": {"train_images": 500, "dev_images": 50, "test_images": 50, "feature_dim": 128},
     "default": {},
 }
 
