@@ -19,7 +19,7 @@ __all__ = ["Expression", "read_refer", "read_simrec"]
 
 @dataclass(frozen=True)
 class Expression:
-    sent_id: int  # refer's sent_id; for SimREC files (which have none), the sentence's index in its split
+    sent_id: int  # refer's sent_id; SimREC files have none: the sentence's position in the file, over all splits
     text: str
     image_id: int
     box_xywh: tuple[float, float, float, float]  # ground truth, COCO pixels
@@ -57,13 +57,15 @@ def read_simrec(root: Path, dataset: str) -> dict[str, list[Expression]]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected an object keyed by split")
     splits: dict[str, list[Expression]] = {}
+    position = 0  # ids must be unique across splits: several splits are loaded together
     for split, entries in data.items():
         expressions = splits.setdefault(split, [])
         for number, entry in enumerate(entries):
             try:
                 for text in entry["refs"]:
-                    expressions.append(Expression(len(expressions), str(text), int(entry["iid"]),
+                    expressions.append(Expression(position, str(text), int(entry["iid"]),
                                                   tuple(float(v) for v in entry["bbox"])))
+                    position += 1
             except (KeyError, TypeError, ValueError):
                 raise UserError(f"{path}: {split}[{number}] needs iid, bbox [x, y, w, h] and refs") from None
     return splits

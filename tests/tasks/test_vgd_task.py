@@ -93,7 +93,10 @@ def test_search_retrain_evaluate_round_trip(tmp_path: Path, capsys: pytest.Captu
 def test_simrec_annotations_give_the_same_targets(prepared, tmp_path: Path) -> None:
     task, data = prepared
     simrec = VgdTask(VgdConfig(synth_size="tiny", annotations="simrec"), tmp_path, progress=False)
-    val = simrec.prepare(["val"]).splits["val"]
+    splits = simrec.prepare(["train", "val", "testA"]).splits
+    val = splits["val"]
+    ids = [int(i) for name in ("train", "val", "testA") for i in splits[name].sent_ids]
+    assert len(ids) == len(set(ids))  # unique across splits, so targets never collide
     refer_val = data.splits["val"]
     # Non-train SimREC entries are one per sentence, in the refs' order.
     assert len(val) == len(refer_val)
