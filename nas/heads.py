@@ -20,11 +20,17 @@ class FusionHead(nn.Module):
         num_outputs: outputs per sample (answers for VQA; 1 for a matching score).
         glimpses: AttFlat glimpses (1 in MmNas).
         dropout: dropout in the AttFlat MLPs.
+        fusion: "sum" (MmNas/MCAN: the pooled vectors are added) or "product" (their element-wise
+            product is added too, a direct matching term that a cross-encoder otherwise has to
+            discover through attention).
     """
 
     def __init__(self, hidden: int, flat_mlp: int, num_outputs: int, glimpses: int = 1,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, fusion: str = "sum") -> None:
         super().__init__()
+        if fusion not in ("sum", "product"):
+            raise ValueError(f"fusion must be 'sum' or 'product', got {fusion!r}")
+        self.fusion = fusion
         out = 2 * hidden
         self.text_pool = AttentionFlatten(hidden, flat_mlp, out, glimpses, dropout)
         self.image_pool = AttentionFlatten(hidden, flat_mlp, out, glimpses, dropout)
@@ -34,5 +40,8 @@ class FusionHead(nn.Module):
     def forward(self, text: torch.Tensor, text_keep: torch.Tensor, image: torch.Tensor,
                 image_keep: torch.Tensor) -> torch.Tensor:
         # text: (B, T, H); image: (B, N, H) -> logits (B, num_outputs)
-        fused = self.text_pool(text, text_keep) + self.image_pool(image, image_keep)  # (B, 2H)
+        pooled_text, pooled_image = self.text_pool(text, text_keep), self.image_pool(image, image_keep)  # (B, 2H)
+        fused = pooled_text + pooled_image
+        if self.fusion == "product":
+            fused = fused + pooled_text * pooled_image
         return self.classifier(self.norm(fused))

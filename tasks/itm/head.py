@@ -12,8 +12,8 @@ __all__ = ["MatchingHead"]
 class MatchingHead(FusionHead):
     """``Linear(LN(AttFlat(text) + AttFlat(image)))`` -> one logit per image-caption pair."""
 
-    def __init__(self, hidden: int, flat_mlp: int, dropout: float = 0.1) -> None:
-        super().__init__(hidden, flat_mlp, num_outputs=1, dropout=dropout)
+    def __init__(self, hidden: int, flat_mlp: int, dropout: float = 0.1, fusion: str = "sum") -> None:
+        super().__init__(hidden, flat_mlp, num_outputs=1, dropout=dropout, fusion=fusion)
 
     def forward(self, text: torch.Tensor, text_keep: torch.Tensor, image: torch.Tensor,
                 image_keep: torch.Tensor) -> torch.Tensor:

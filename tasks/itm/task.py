@@ -53,6 +53,9 @@ class ItmConfig:
     test_split: str = "test"
     loss: str = "bce"  # bce: positive 1, negatives 0 (MmNas); hinge: margin against the sampled negatives
     margin: float = 0.2
+    # sum: MmNas's head (pooled text + pooled image); product: adds their element-wise product, which
+    # learns in minutes on CPU where sum stays at chance for many epochs (benchmarks/README.md).
+    fusion: str = "product"
     hard_negative_start_epoch: int = 10  # random negatives before this epoch (MmNas NEG_START_EPOCH)
     hard_negative_pool: int = 64  # random candidates scored per image and per caption
     hard_negative_topk: int = 5  # negatives are drawn from the best-scoring ones
@@ -72,7 +75,7 @@ class ItmTask(Task):
 
     def __init__(self, config: ItmConfig, run_dir: Path, progress: bool = True) -> None:
         super().__init__(config, run_dir, progress)
-        for key, value, valid in (("loss", config.loss, ("bce", "hinge")),
+        for key, value, valid in (("loss", config.loss, ("bce", "hinge")), ("fusion", config.fusion, ("sum", "product")),
                                   ("eval_protocol", config.eval_protocol, ("all", "coco1k"))):
             if value not in valid:
                 raise UserError(f"task.{key}: unknown value '{value}'. Valid: {', '.join(valid)}")
@@ -105,7 +108,7 @@ class ItmTask(Task):
         return TaskData(splits=datasets, meta=meta, info={"data_dir": str(root), "builtin": builtin})
 
     def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
-        return MatchingHead(hidden, self.config.flat_mlp)
+        return MatchingHead(hidden, self.config.flat_mlp, fusion=self.config.fusion)
 
     def begin_epoch(self, model: nn.Module, epoch: int, device: torch.device) -> None:
         for dataset in self.training_sets:

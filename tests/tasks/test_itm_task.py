@@ -74,3 +74,21 @@ def test_search_retrain_evaluate_round_trip(tmp_path: Path, capsys: pytest.Captu
     capsys.readouterr()
     assert main(["evaluate", "--task", "itm", "--json", "--sims", summary["results_file"]]) == 0
     assert json.loads(capsys.readouterr().out)["rsum"] == pytest.approx(summary["final"]["rsum"])
+
+
+def test_fusion_modes_of_the_matching_head() -> None:
+    from tasks.itm.head import MatchingHead
+
+    torch.manual_seed(0)
+    text, image = torch.randn(3, 4, 8), torch.randn(3, 5, 8)
+    text_keep, image_keep = torch.ones(3, 4, dtype=torch.bool), torch.ones(3, 5, dtype=torch.bool)
+    summed = MatchingHead(8, 16, dropout=0.0, fusion="sum").eval()
+    product = MatchingHead(8, 16, dropout=0.0, fusion="product").eval()
+    product.load_state_dict(summed.state_dict())
+    t, i = summed.text_pool(text, text_keep), summed.image_pool(image, image_keep)
+    torch.testing.assert_close(summed(text, text_keep, image, image_keep),
+                               summed.classifier(summed.norm(t + i)).squeeze(-1))  # MmNas: pooled sum
+    torch.testing.assert_close(product(text, text_keep, image, image_keep),
+                               summed.classifier(summed.norm(t + i + t * i)).squeeze(-1))
+    with pytest.raises(ValueError, match="fusion"):
+        MatchingHead(8, 16, fusion="concat")
