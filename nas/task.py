@@ -62,6 +62,13 @@ class Task(ABC):
         self.run_dir = Path(run_dir)
         self.progress = progress
 
+    def check_options(self, options: dict[str, tuple[str, ...]]) -> None:
+        """Fail with a one-line error when a ``task.<key>`` string is not one of its valid values."""
+        for key, valid in options.items():
+            value = getattr(self.config, key)
+            if value not in valid:
+                raise UserError(f"task.{key}: unknown value '{value}'. Valid: {', '.join(valid)}")
+
     def cache_dir(self) -> Path:
         configured = getattr(self.config, "cache_dir", None)
         return Path(configured).expanduser() if configured else default_cache_dir()

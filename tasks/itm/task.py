@@ -75,10 +75,8 @@ class ItmTask(Task):
 
     def __init__(self, config: ItmConfig, run_dir: Path, progress: bool = True) -> None:
         super().__init__(config, run_dir, progress)
-        for key, value, valid in (("loss", config.loss, ("bce", "hinge")), ("fusion", config.fusion, ("sum", "product")),
-                                  ("eval_protocol", config.eval_protocol, ("all", "coco1k"))):
-            if value not in valid:
-                raise UserError(f"task.{key}: unknown value '{value}'. Valid: {', '.join(valid)}")
+        self.check_options({"loss": ("bce", "hinge"), "fusion": ("sum", "product"),
+                            "eval_protocol": ("all", "coco1k")})
         self.training_sets: list[MatchingDataset] = []
         self.eval_batch_size = 256
 

@@ -79,11 +79,8 @@ class VgdTask(Task):
 
     def __init__(self, config: VgdConfig, run_dir: Path, progress: bool = True) -> None:
         super().__init__(config, run_dir, progress)
-        for key, value, valid in (("iou_convention", config.iou_convention, CONVENTIONS),
-                                  ("annotations", config.annotations, ("refer", "simrec")),
-                                  ("loss", config.loss, ("kld", "bce"))):
-            if value not in valid:
-                raise UserError(f"task.{key}: unknown value '{value}'. Valid: {', '.join(valid)}")
+        self.check_options({"iou_convention": CONVENTIONS, "annotations": ("refer", "simrec"),
+                            "loss": ("kld", "bce")})
         self.targets: dict[int, np.ndarray] = {}
 
     def data_dir(self) -> tuple[Path, bool]:
