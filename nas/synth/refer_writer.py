@@ -13,15 +13,12 @@ runs) and atomic: everything is built in a temporary sibling directory and renam
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping, TypeVar
+from typing import Mapping
 
 import numpy as np
 from tqdm import tqdm
@@ -29,7 +26,8 @@ from tqdm import tqdm
 from nas.errors import UserError
 from nas.synth.expressions import Referrer
 from nas.synth.features import Prototypes, make_prototypes, proposal_features
-from nas.synth.vqa_writer import _MAX_COCO_ID, _swap_into_place, _write_json
+from nas.synth.store import build_atomically, check_fields, read_meta, write_json
+from nas.synth.vqa_writer import _MAX_COCO_ID
 from nas.synth.world import PROPOSALS_PER_OBJECT, SHAPES, Box, Scene, box_iou, propose_regions, sample_scene
 
 __all__ = ["CATEGORY_IDS", "GENERATOR", "SPLITS", "SynthReferConfig", "SynthReferSummary", "VERSION",
@@ -45,7 +43,6 @@ _COCO_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 6
              *range(72, 83), *range(84, 91))
 _ANNS_PER_IMAGE = 100  # ann_id = image_id * 100 + object number, unique and COCO-sized
 _STREAM_IDS, _STREAM_SCENE, _STREAM_PROPOSALS, _STREAM_FEATURES, _STREAM_TEXT = 11, 12, 13, 14, 15
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,9 +81,7 @@ class SynthReferConfig:
             ("image_width", self.image_width >= 64, ">= 64"),
             ("image_height", self.image_height >= 64, ">= 64"),
         ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise UserError(f"SynthReferConfig.{name}={getattr(self, name)!r}: must be {rule}")
+        check_fields(self, checks)
         if self.total_images > _MAX_COCO_ID:
             raise UserError(f"SynthReferConfig: {self.total_images} images exceed the "
                             f"{_MAX_COCO_ID} COCO ids")
@@ -114,48 +109,6 @@ def feature_path(root: Path, image_id: int) -> Path:
 
 
 # ---- shared with scan_writer: completeness check and atomic publication -------------------
-
-def read_meta(root: Path, generator: str, version: int, config: object) -> dict | None:
-    """``root``'s synth_meta.json if ``generator``/``version`` wrote it for ``config``, else None."""
-    try:
-        meta = json.loads((root / "synth_meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    wanted = json.loads(json.dumps(asdict(config)))
-    same = (meta.get("generator"), meta.get("version"), meta.get("config")) == (generator, version, wanted)
-    return meta if same else None
-
-
-def _ours(out_dir: Path, generator: str) -> bool:
-    try:
-        meta = json.loads((out_dir / "synth_meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("generator") == generator
-
-
-def build_atomically(out_dir: Path, generator: str, build: Callable[[Path], T]) -> T:
-    """Run ``build`` on a fresh temporary sibling of ``out_dir``, then rename it into place.
-
-    An existing ``out_dir`` is replaced only when it is empty or was made by ``generator``, so
-    neither a user's folder nor another kind of synthetic dataset is ever deleted. On any
-    failure the temporary directory goes and ``out_dir`` is left as it was.
-    """
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
-                                                     and not _ours(out_dir, generator))):
-        raise UserError(f"{out_dir}: exists and is not a vlnas synthetic dataset made by {generator}; "
-                        "choose an empty or new directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would otherwise become the dataset's mode
-        result = build(tmp)
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return result
-
 
 # ---- the dataset ---------------------------------------------------------------------------
 
@@ -275,19 +228,19 @@ def _build(tmp: Path, config: SynthReferConfig, progress: bool) -> SynthReferSum
             for index, image_id in enumerate(ids[split]):
                 _write_image(tmp, config, split_no, index, image_id, protos, out)
                 bar.update(1)
-    _write_json(tmp / "refcoco" / "instances.json", {
+    write_json(tmp / "refcoco" / "instances.json", {
         "images": out["images"], "annotations": out["annotations"],
         "categories": [{"id": CATEGORY_IDS[s], "name": s, "supercategory": "shape"} for s in SHAPES]})
     with open(tmp / "refcoco" / "refs(unc).p", "wb") as f:
         pickle.dump(out["refs"], f, protocol=2)  # refer.py's files are Python-2 cPickles
-    _write_json(tmp / "anns" / "refcoco.json", out["simrec"])
+    write_json(tmp / "anns" / "refcoco.json", out["simrec"])
     summary = SynthReferSummary(
         root=tmp, num_images={s: len(ids[s]) for s in SPLITS},
         num_refs={s: sum(r["split"] == s for r in out["refs"]) for s in SPLITS},
         num_sentences={s: sum(len(r["sent_ids"]) for r in out["refs"] if r["split"] == s) for s in SPLITS})
     meta["summary"] = {"num_images": summary.num_images, "num_refs": summary.num_refs,
                        "num_sentences": summary.num_sentences}
-    _write_json(tmp / "synth_meta.json", meta)  # written last: its presence marks completeness
+    write_json(tmp / "synth_meta.json", meta)  # written last: its presence marks completeness
     return summary
 
 

@@ -21,11 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nas.errors import UserError
 from nas.synth.expressions import generate_captions
 from nas.synth.features import make_prototypes, proposal_features
-from nas.synth.refer_writer import build_atomically, read_meta
-from nas.synth.vqa_writer import _write_json
+from nas.synth.store import build_atomically, check_fields, read_meta, write_json
 from nas.synth.world import PROPOSALS_PER_OBJECT, propose_regions, sample_scene
 
 __all__ = ["CAPTIONS_PER_IMAGE", "GENERATOR", "SPLITS", "SynthScanConfig", "SynthScanSummary", "VERSION",
@@ -68,9 +66,7 @@ class SynthScanConfig:
             ("image_width", self.image_width >= 64, ">= 64"),
             ("image_height", self.image_height >= 64, ">= 64"),
         ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise UserError(f"SynthScanConfig.{name}={getattr(self, name)!r}: must be {rule}")
+        check_fields(self, checks)
 
 
 @dataclass(frozen=True)
@@ -152,7 +148,7 @@ def _build(tmp: Path, config: SynthScanConfig, progress: bool) -> SynthScanSumma
                                caption_kinds=dict(sorted(kinds.items())))
     meta["summary"] = {"num_images": summary.num_images, "num_captions": summary.num_captions,
                        "caption_kinds": summary.caption_kinds}
-    _write_json(tmp / "synth_meta.json", meta)  # written last: its presence marks completeness
+    write_json(tmp / "synth_meta.json", meta)  # written last: its presence marks completeness
     return summary
 
 

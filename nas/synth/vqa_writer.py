@@ -9,10 +9,7 @@ that is renamed into place at the end, so a crash never leaves a half-written da
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ from tqdm import tqdm
 
 from nas.errors import UserError
 from nas.synth.features import make_prototypes, region_features
+from nas.synth.store import build_atomically, check_fields, read_meta, write_json
 from nas.synth.vqa_questions import FAMILIES, FAMILY_ANSWER_TYPES, annotate, generate_questions
 from nas.synth.world import sample_scene
 
@@ -71,9 +69,7 @@ class SynthVqaConfig:
             ("image_width", self.image_width >= 64, ">= 64"),
             ("image_height", self.image_height >= 64, ">= 64"),
         ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise UserError(f"SynthVqaConfig.{name}={getattr(self, name)!r}: must be {rule}")
+        check_fields(self, checks)
         total = self.train_images + self.val_images + self.test_images
         if total > _MAX_COCO_ID:
             raise UserError(f"SynthVqaConfig: {total} images exceed the {_MAX_COCO_ID} COCO ids")
@@ -113,20 +109,10 @@ def _image_ids(config: SynthVqaConfig) -> dict[str, list[int]]:
     return out
 
 
-def _write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-
-
 def _read_summary(root: Path, config: SynthVqaConfig) -> SynthSummary | None:
     """The summary of a complete dataset for ``config`` at ``root``, else None."""
-    try:
-        meta = json.loads((root / "synth_meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    wanted = json.loads(json.dumps(asdict(config)))
-    if (meta.get("generator"), meta.get("version"), meta.get("config")) != (GENERATOR, VERSION, wanted):
+    meta = read_meta(root, GENERATOR, VERSION, config)
+    if meta is None:
         return None
     summary = meta["summary"]
     for split, subtype, annotated in SPLITS:
@@ -171,11 +157,11 @@ def _write_split(tmp: Path, config: SynthVqaConfig, split_no: int, subtype: str,
             "distractors": [{"kind": d.kind, "region": d.region, "parent": d.parent}
                             for d in scene.distractors]}
         bar.update(1)
-    _write_json(questions_path(tmp, subtype), {
+    write_json(questions_path(tmp, subtype), {
         "info": dict(_INFO), "task_type": "Open-Ended", "data_type": "mscoco", "license": dict(_LICENSE),
         "data_subtype": subtype, "questions": questions})
     if annotated:
-        _write_json(annotations_path(tmp, subtype), {
+        write_json(annotations_path(tmp, subtype), {
             "info": dict(_INFO), "license": dict(_LICENSE), "data_subtype": subtype,
             "annotations": annotations, "data_type": "mscoco"})
     return len(questions)
@@ -197,18 +183,8 @@ def _build(tmp: Path, config: SynthVqaConfig, progress: bool) -> SynthSummary:
                            num_questions=num_questions, families={f: counts[f] for f in FAMILIES})
     meta["summary"] = {"num_images": summary.num_images, "num_questions": num_questions,
                        "families": summary.families}
-    _write_json(tmp / "synth_meta.json", meta)  # written last: its presence marks completeness
+    write_json(tmp / "synth_meta.json", meta)  # written last: its presence marks completeness
     return summary
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():  # an outdated synthetic dataset: move it aside, then drop it
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
 
 
 def generate_vqa(out_dir: Path, config: SynthVqaConfig, progress: bool = True) -> SynthSummary:
@@ -221,17 +197,5 @@ def generate_vqa(out_dir: Path, config: SynthVqaConfig, progress: bool = True) -
     existing = _read_summary(out_dir, config)
     if existing is not None:
         return existing
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
-                                                     and not (out_dir / "synth_meta.json").is_file())):
-        raise UserError(f"{out_dir}: exists and is not a vlnas synthetic dataset; "
-                        "choose an empty or new directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would otherwise become the dataset's mode
-        summary = _build(tmp, config, progress)
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    summary = build_atomically(out_dir, GENERATOR, lambda tmp: _build(tmp, config, progress))
     return SynthSummary(out_dir, summary.num_images, summary.num_questions, summary.families)
