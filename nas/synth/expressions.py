@@ -42,7 +42,7 @@ _NEAR_WORDS = ("closest to", "nearest to")
 EXTREMES: Mapping[str, tuple[int, int]] = MappingProxyType({
     "leftmost": (0, 1), "rightmost": (0, -1), "topmost": (1, 1), "bottommost": (1, -1)})
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-_EXTRA_P = (0.2, 0.4, 0.4)  # P(1, 2, 3 attributes besides the shape) in a caption
+_EXTRA_P = (0.0, 0.3, 0.7)  # P(1, 2, 3 attributes besides the shape) in a caption
 _TRIES = 4  # draws per kind; the pool then holds far more than max_sentences
 
 Attrs = dict[str, str]
@@ -233,8 +233,6 @@ def _relation_cap(scene: Scene, rng: np.random.Generator) -> str | None:
 def _census_cap(scene: Scene, rng: np.random.Generator) -> str | None:
     n = len(scene.objects)
     a, b = (int(i) for i in rng.choice(n, 2, replace=False))
-    if rng.random() < 0.5:
-        return f"{NUMBER_WORDS[n]} objects, one of them {_a(_full(scene, a, rng))}"
     return f"{NUMBER_WORDS[n]} objects including {_a(_full(scene, a, rng))} and {_a(_full(scene, b, rng))}"
 
 
@@ -245,7 +243,8 @@ def _shape_count_cap(scene: Scene, rng: np.random.Generator) -> str | None:
     if shapes.count(counted) < 2 or not others:
         return None
     word = _pick(rng, WORDS[counted])
-    return f"{NUMBER_WORDS[shapes.count(counted)]} {word}s and {_a(_full(scene, _pick(rng, others), rng))}"
+    named = [_a(_full(scene, int(o), rng)) for o in rng.choice(others, min(2, len(others)), replace=False)]
+    return f"{NUMBER_WORDS[shapes.count(counted)]} {word}s and " + " and ".join(named)
 
 
 def _list_cap(scene: Scene, rng: np.random.Generator) -> str | None:

@@ -30,7 +30,7 @@ __all__ = ["CAPTIONS_PER_IMAGE", "GENERATOR", "SPLITS", "SynthScanConfig", "Synt
            "generate_scan"]
 
 GENERATOR = "vlnas-synth-scan"
-VERSION = 1
+VERSION = 2
 SPLITS = ("train", "dev", "test")
 CAPTIONS_PER_IMAGE = 5  # fixed by the format: SCAN infers im_div = 5 from the file lengths
 _F30K_IMGIDS = 31_014  # Karpathy's Flickr30K imgids are 0..31013; ids look like them

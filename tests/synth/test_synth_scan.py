@@ -76,7 +76,7 @@ def test_layout_shapes_and_ids(dataset: Path) -> None:
         seen_ids += per_image
     assert len(seen_ids) == len(set(seen_ids)) and all(0 <= i < 31_014 for i in seen_ids)
     meta = json.loads((dataset / "synth_meta.json").read_text())
-    assert (meta["generator"], meta["version"]) == ("vlnas-synth-scan", 1)
+    assert (meta["generator"], meta["version"]) == ("vlnas-synth-scan", 2)
     assert meta["summary"]["num_captions"] == {s: 5 * getattr(TINY, f"{s}_images") for s in SPLITS}
     assert not [p for p in dataset.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
@@ -114,15 +114,13 @@ def _true(kind: str, cap: str, objs: list[dict], c: np.ndarray, size: tuple[int,
                     return True
         return False
     if kind == "census":
-        m = re.fullmatch(r"(\w+) objects(?:, one of them| including) (an? .+?)(?: and (an? .+))?", s)
-        named = [g for g in m.groups()[1:] if g]
-        return NUMBERS.index(m[1]) == len(objs) and all(_match(objs, g) for g in named)
+        m = re.fullmatch(r"(\w+) objects including (an? .+?) and (an? .+)", s)
+        return NUMBERS.index(m[1]) == len(objs) and all(_match(objs, g) for g in m.groups()[1:])
     if kind == "shape_count":
-        m = re.fullmatch(r"(\w+) (\w+)s and (an? .+)", s)
+        m = re.fullmatch(r"(\w+) (\w+)s and (an? .+?)(?: and (an? .+))?", s)
         shape = SHAPE[m[2]]
-        other = _match(objs, m[3])
-        return (NUMBERS.index(m[1]) == sum(o["shape"] == shape for o in objs)
-                and any(objs[o]["shape"] != shape for o in other))
+        others = [[o for o in _match(objs, g) if objs[o]["shape"] != shape] for g in m.groups()[2:] if g]
+        return NUMBERS.index(m[1]) == sum(o["shape"] == shape for o in objs) and all(others)
     assert kind == "list", kind
     items = re.split(r", | and ", s)
     return 2 <= len(items) <= 3 and all(_match(objs, item) for item in items)
@@ -158,6 +156,27 @@ def test_captions_rarely_repeat_across_images() -> None:
             images_of[cap].add(i)
     shared = sum(len(v) for v in images_of.values() if len(v) > 1)
     assert shared / sum(len(v) for v in images_of.values()) < 0.05
+
+
+def test_captions_are_rarely_true_of_other_images() -> None:
+    """Mined hard negatives must be real negatives: a caption of one image should rarely also
+    describe another (measured 0.3% on the `small` built-in set; 2% before captions named two
+    fully described objects, which made mining collapse retrieval)."""
+    rng = np.random.default_rng(1)
+    scenes, captions = [], []
+    for _ in range(60):
+        scene = sample_scene(rng, min_objects=3, max_objects=7, max_distractors=0, width=480, height=320)
+        scenes.append(scene)
+        captions.append(generate_captions(scene, 5, rng))
+    hits = total = 0
+    for i, scene in enumerate(scenes):
+        objs = [{a: o.attr(a) for a in ("color", "shape", "material", "size")} for o in scene.objects]
+        centres = np.array([scene.centre(k) for k in range(len(objs))])
+        for j, made in enumerate(captions):
+            if j != i:
+                hits += sum(_true(kind, cap, objs, centres, (480, 320)) for kind, cap in made)
+                total += len(made)
+    assert hits / total < 0.01, (hits, total)
 
 
 def test_deterministic_and_seed_dependent(tmp_path: Path) -> None:
