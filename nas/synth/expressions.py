@@ -210,10 +210,10 @@ def generate_expressions(scene: Scene, target: int, count: int,
 # ---- captions ------------------------------------------------------------------------------
 
 def _full(scene: Scene, o: int, rng: np.random.Generator) -> str:
-    """``o`` with its shape and one to three more attributes, chosen at random.
+    """``o`` with its shape and two or three more attributes (mostly all three), chosen at random.
 
-    Mostly two or three: captions then rarely repeat across images, yet a partial description
-    still leaves retrieval something to resolve.
+    Sparser descriptions made captions true of other images too (2% of pairs), and retrieval
+    training then mined those as hard "negatives"; with these it is 0.3%.
     """
     obj = scene.objects[o]
     extra = _shuffled(rng, ["size", "color", "material"])[: int(rng.choice(3, p=_EXTRA_P)) + 1]
