@@ -54,6 +54,11 @@ class TrainConfig:
     decay_rate: float = 0.2
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     weight_decay: float = 0.0
+    schedule: str = "step"  # step: x decay_rate after each decay_epochs entry (MmNas) | cosine: to 0 after warm-up
+    accumulate: int = 1  # micro-batches per optimizer step; the step sees batch_size * accumulate * ranks samples
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (CUDA, loss scaling)
+    ema_decay: float = 0.0  # 0: off; e.g. 0.999: the averaged weights are evaluated, kept as best and submitted
+    checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0: at the end of each epoch only
     eval_batch_size: int = 256
     num_workers: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default

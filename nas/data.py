@@ -7,12 +7,16 @@ Python call per sample.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-__all__ = ["batch_collate", "make_loader", "contiguous_split", "BatchConcat", "move_batch"]
+from nas.distributed import SINGLE, World
+
+__all__ = ["batch_collate", "make_loader", "make_eval_loader", "GlobalBatchSampler", "contiguous_split",
+           "BatchConcat", "move_batch"]
 
 
 def batch_collate(batch: Any) -> Any:
@@ -20,12 +24,49 @@ def batch_collate(batch: Any) -> Any:
     return batch
 
 
+class GlobalBatchSampler(Sampler[list[int]]):
+    """This rank's slice of each global batch of ``batch_size * world.size`` samples.
+
+    Every rank draws the same permutation from ``seed``, so N ranks with batch b see, step for
+    step, the samples one process sees with batch N*b. ``start_step`` skips the batches an
+    interrupted epoch already trained on. A last global batch smaller than the world is dropped,
+    so no rank is ever handed an empty batch.
+    """
+
+    def __init__(self, length: int, batch_size: int, shuffle: bool, seed: int, world: World = SINGLE,
+                 start_step: int = 0, drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = (torch.randperm(length, generator=torch.Generator().manual_seed(seed)).numpy() if shuffle
+                 else np.arange(length))
+        step = batch_size * world.size
+        batches = [order[i:i + step] for i in range(0, length, step)]
+        if batches and (len(batches[-1]) < world.size or (drop_last and len(batches[-1]) < step)):
+            batches.pop()
+        self.batches = batches[start_step:]
+        self.world = world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            yield np.array_split(batch, self.world.size)[self.world.rank].tolist()
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
-                drop_last: bool = False) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      collate_fn=batch_collate, generator=generator, drop_last=drop_last,
+                drop_last: bool = False, world: World = SINGLE, start_step: int = 0) -> DataLoader:
+    """Training batches: this rank's part of each global batch, from ``start_step`` on."""
+    sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, seed, world, start_step, drop_last)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=batch_collate,
                       persistent_workers=num_workers > 0)
+
+
+def make_eval_loader(dataset: Dataset, batch_size: int, world: World = SINGLE) -> DataLoader:
+    """This rank's contiguous share of ``dataset`` in order; rank-ordered concatenation restores it."""
+    share = np.array_split(np.arange(len(dataset)), world.size)[world.rank]
+    batches = [share[i:i + batch_size].tolist() for i in range(0, len(share), batch_size)]
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=batch_collate)
 
 
 class _BatchSubset(Subset):

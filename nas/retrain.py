@@ -2,8 +2,12 @@
 
 Only the chosen op is built at each label (no supernet import). Every epoch
 evaluates on the eval split and writes ``checkpoints/last.pt`` atomically (and
-``best.pt`` when the primary metric improves); at the end the evaluation-server
-results file for the test split is written from the final weights.
+``best.pt`` when the primary metric improves); ``train.checkpoint_every`` adds
+mid-epoch checkpoints. A checkpoint holds everything the next step depends on
+(weights, optimizer, loss scaler, weight average, epoch and step, every rank's
+random streams, the task's sampling state), so a resumed run continues exactly
+as if it had not stopped. At the end the evaluation-server results file for the
+test split is written from the final weights.
 """
 
 from __future__ import annotations
@@ -17,17 +21,19 @@ import torch
 
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import RunConfig, config_to_dict
-from nas.data import make_loader
+from nas.data import make_eval_loader, make_loader
+from nas.distributed import SINGLE, World, gather_lists, main_first
 from nas.errors import UserError
 from nas.genotype import Genotype
 from nas.io import atomic_write_json, atomic_write_jsonl
 from nas.space import fixed_block_factory
-from nas.training import (count_parameters, format_count, lr_for_epoch, make_optimizer, predict, set_lr,
-                          start_run, train_epoch)
+from nas.training import (EpochProgress, Trainer, count_parameters, format_count, lr_for_epoch, predict, rng_state,
+                          set_lr, set_rng_state, start_run)
 
-__all__ = ["run_retrain", "RetrainResult"]
+__all__ = ["run_retrain", "RetrainResult", "LAST", "BEST"]
 
 log = logging.getLogger("nas.retrain")
+LAST, BEST = Path("checkpoints/last.pt"), Path("checkpoints/best.pt")
 
 
 @dataclass
@@ -43,87 +49,125 @@ class RetrainResult:
 
 
 def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: bool = True,
-                resume: bool = False, genotype_source: str = "genotype") -> RetrainResult:
-    device, task, space = start_run(config, run_dir, progress)
+                resume: bool = False, genotype_source: str = "genotype", world: World = SINGLE) -> RetrainResult:
+    device, task, space = start_run(config, run_dir, progress, world)
     space.validate(genotype, genotype_source)
+    train_cfg = config.train
 
     train_split, eval_split, test_split = (_split(config.task.train_split), _split(config.task.eval_split),
                                            _split(config.task.test_split))
     wanted = [s for s in dict.fromkeys([train_split, eval_split, test_split]) if s]
-    data = task.prepare(wanted)
+    with main_first(world):  # rank 0 generates the built-in data and the vocabulary once
+        data = task.prepare(wanted)
     model = space.build_model(data.meta, task.build_head(config.space.hidden, data.meta),
                               fixed_block_factory(genotype.choices)).to(device)
-    optimizer = make_optimizer(model.parameters(), config.train)
-    log.info("retrain: task %s, %s, %s parameters, %d training samples (data: %s)", task.name,
+    if world.rank > 0:  # same initial weights on every rank, different dropout draws
+        torch.manual_seed(config.seed + 7919 * world.rank)
+    trainer = Trainer(model, task, train_cfg, device, world)
+    log.info("retrain: task %s, %s, %s parameters, %d training samples, %d process(es) (data: %s)", task.name,
              space.describe(genotype.choices), format_count(count_parameters(model)),
-             len(data.splits[train_split]), data.info.get("data_dir"))
+             len(data.splits[train_split]), world.size, data.info.get("data_dir"))
 
-    checkpoints = run_dir / "checkpoints"
-    start_epoch, best, history = 0, None, []
+    start_epoch, best, history, progress_state = 0, None, [], None
     if resume:
-        state = load_checkpoint(checkpoints / "last.pt", map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        state = load_checkpoint(run_dir / LAST, map_location=device)
+        trainer.load_state_dict(state, str(run_dir / LAST))
+        _restore_rng(state, world, run_dir / LAST)
+        task.load_state_dict(state.get("task") or {})
         start_epoch, best, history = state["epoch"], state.get("best"), state["history"]
-        log.info("resumed from %s after epoch %d", checkpoints / "last.pt", start_epoch)
-        if start_epoch >= config.train.epochs:
-            raise UserError(f"{checkpoints / 'last.pt'}: already trained {start_epoch} epochs; "
-                            f"raise train.epochs (now {config.train.epochs}) to continue")
+        progress_state = state.get("progress")
+        where = f"epoch {start_epoch} + {progress_state['steps']} steps" if progress_state else f"epoch {start_epoch}"
+        log.info("resumed from %s after %s", run_dir / LAST, where)
+        if start_epoch >= train_cfg.epochs:
+            raise UserError(f"{run_dir / LAST}: already trained {start_epoch} epochs; "
+                            f"raise train.epochs (now {train_cfg.epochs}) to continue")
+
+    def save(tag_paths: list[Path], epoch: int, progress_now: EpochProgress | None) -> None:
+        rngs = gather_lists([rng_state()], world)  # collective: every rank takes part
+        if not world.is_main:
+            return
+        state = {**trainer.state_dict(), "epoch": epoch, "best": best, "history": history, "rng": rngs,
+                 "task": task.state_dict(), "progress": progress_now.state_dict() if progress_now else None,
+                 "world_size": world.size, "config": config_to_dict(config), "genotype": genotype.to_dict()}
+        for path in tag_paths:
+            save_checkpoint(state, run_dir / path)
 
     baseline = None
-    if eval_split and hasattr(task, "baseline"):
+    if eval_split and world.is_main:
         baseline = task.baseline(data.splits[train_split], eval_split, data.splits[eval_split])
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, config.train.epochs):
-        set_lr(optimizer, lr_for_epoch(epoch, config.train))
-        task.begin_epoch(model, epoch, device)
-        stats = train_epoch(model, make_loader(data.splits[train_split], config.train.batch_size, True,
-                                               config.seed + epoch, config.train.num_workers),
-                            task, optimizer, config.train, device, f"train {epoch + 1}/{config.train.epochs}",
-                            progress)
-        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_for_epoch(epoch, config.train), **stats}
+    for epoch in range(start_epoch, train_cfg.epochs):
+        set_lr(trainer.optimizer, lr_for_epoch(epoch, train_cfg))
+        done = EpochProgress(progress_state)
+        if progress_state is None:
+            task.begin_epoch(model, epoch, device)
+        progress_state = None
+
+        def checkpoint_mid_epoch(now: EpochProgress, epoch: int = epoch) -> None:
+            if train_cfg.checkpoint_every and now.steps % train_cfg.checkpoint_every == 0:
+                save([LAST], epoch, now)
+
+        loader = make_loader(data.splits[train_split], train_cfg.batch_size, True, config.seed + epoch,
+                             train_cfg.num_workers, world=world, start_step=done.batches)
+        stats = trainer.train_epoch(loader, f"train {epoch + 1}/{train_cfg.epochs}", progress, done,
+                                    on_step=checkpoint_mid_epoch)
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_for_epoch(epoch, train_cfg), **stats}
         if eval_split:
-            metrics = _evaluate(model, task, data.splits[eval_split], eval_split, config, device, progress)
+            with trainer.evaluation_weights():
+                metrics = _evaluate(trainer, task, data.splits[eval_split], eval_split, config, world, progress)
             record["metrics"] = metrics
         history.append(record)
         score = metrics.get(task.primary_metric) if metrics else None
         improved = score is not None and (best is None or score > best)
         if improved:
             best = score
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                 "best": best, "history": history, "torch_rng": torch.get_rng_state(),
-                 "config": config_to_dict(config), "genotype": genotype.to_dict()}
-        save_checkpoint(state, checkpoints / "last.pt")
-        if improved:
-            save_checkpoint(state, checkpoints / "best.pt")
-        atomic_write_jsonl(run_dir / "metrics.jsonl", history)
+        save([LAST, BEST] if improved else [LAST], epoch + 1, None)
+        if world.is_main:
+            atomic_write_jsonl(run_dir / "metrics.jsonl", history)
         shown = f" {eval_split} {task.format_metrics(metrics)}" if metrics else ""
-        log.info("epoch %d/%d loss=%.3f%s", epoch + 1, config.train.epochs, stats["loss"], shown)
+        log.info("epoch %d/%d loss=%.3f%s", epoch + 1, train_cfg.epochs, stats["loss"], shown)
 
     results_path, test_metrics = None, None
     if test_split:
         test_set = data.splits[test_split]
-        predictions = predict(model, make_loader(task.evaluation_view(test_set), config.train.eval_batch_size,
-                                                 False, 0), task, device, f"predict {test_split}", progress)
-        results_path = task.write_results(predictions, run_dir / "results" / f"{task.name}_{test_split}_results.json")
+        with trainer.evaluation_weights():
+            predictions = predict(model, make_eval_loader(task.evaluation_view(test_set), train_cfg.eval_batch_size,
+                                                          world), task, device, f"predict {test_split}", progress,
+                                  world, trainer.autocast)
+        if world.is_main:
+            results_path = task.write_results(predictions, run_dir / "results" /
+                                              f"{task.name}_{test_split}_results.json", test_set)
         if test_split != eval_split and task.is_labelled(test_set):
             test_metrics = task.evaluate(test_split, test_set, predictions)
             log.info("final model on %s: %s", test_split, task.format_metrics(test_metrics))
     summary = {"task": task.name, "primary_metric": task.primary_metric, "genotype": genotype.to_dict(),
-               "eval_split": eval_split,
-               "final": metrics, "best": best, "baseline": baseline, "epochs": config.train.epochs,
+               "eval_split": eval_split, "processes": world.size,
+               "final": metrics, "best": best, "baseline": baseline, "epochs": train_cfg.epochs,
                "test_split": test_split, "test": test_metrics,
                "results_file": str(results_path) if results_path else None, "data_dir": data.info.get("data_dir")}
-    summary_path = atomic_write_json(run_dir / "summary.json", summary)
+    summary_path = run_dir / "summary.json"
+    if world.is_main:
+        atomic_write_json(summary_path, summary)
     return RetrainResult(run_dir, task.primary_metric, metrics, baseline, results_path, summary_path,
                          test_split, test_metrics)
 
 
-def _evaluate(model, task, dataset, split: str, config: RunConfig, device, progress: bool) -> dict[str, Any]:
+def _restore_rng(state: dict[str, Any], world: World, source: Path) -> None:
+    saved = state.get("rng") or []
+    if len(saved) == world.size:
+        set_rng_state(saved[world.rank])
+    elif saved:
+        # Another process count: the sample order still matches, the dropout draws cannot.
+        log.warning("%s was written by %d process(es), this run has %d: dropout draws will differ from an "
+                    "uninterrupted run", source, len(saved), world.size)
+        set_rng_state(saved[min(world.rank, len(saved) - 1)])
+
+
+def _evaluate(trainer: Trainer, task, dataset, split: str, config: RunConfig, world: World,
+              progress: bool) -> dict[str, Any]:
     view = task.evaluation_view(dataset)
-    predictions = predict(model, make_loader(view, config.train.eval_batch_size, False, 0), task, device,
-                          f"eval {split}", progress)
+    predictions = predict(trainer.model, make_eval_loader(view, config.train.eval_batch_size, world), task,
+                          trainer.device, f"eval {split}", progress, world, trainer.autocast)
     return task.evaluate(split, dataset, predictions)
 
 

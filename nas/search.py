@@ -3,8 +3,14 @@
 Each epoch trains the supernet's weights on the first part of the training
 split (with the strategy's architecture steps interleaved on the held-out
 part), then evaluates the current argmax architecture on the held-out part and
-writes it as ``genotype.json``. The search checkpoint is written atomically
-every epoch, so ``--resume`` continues an interrupted search.
+writes it as ``genotype.json``. The search checkpoint (weights, optimizer,
+strategy state, random streams, how far the epoch got) is written atomically
+every epoch and every ``train.checkpoint_every`` steps, so ``--resume``
+continues an interrupted search exactly.
+
+With several processes, each trains on its slice of every global batch and the
+architecture gradients are summed across ranks like the weight gradients, so
+every rank holds the same architecture parameters and writes the same genotype.
 """
 
 from __future__ import annotations
@@ -12,22 +18,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import RunConfig
-from nas.data import contiguous_split, make_loader, move_batch
+from nas.data import contiguous_split, make_eval_loader, make_loader, move_batch
+from nas.distributed import SINGLE, World, gather_lists, main_first, sum_gradients
 from nas.errors import UserError
 from nas.genotype import Genotype, save_genotype
 from nas.io import atomic_write_jsonl
 from nas.registry import STRATEGIES
 from nas.run import provenance
-from nas.training import (count_parameters, format_count, lr_for_epoch, make_optimizer, predict, set_lr,
-                          start_run, train_epoch)
+from nas.training import (EpochProgress, Trainer, count_parameters, format_count, lr_for_epoch, predict, rng_state,
+                          set_lr, set_rng_state, start_run)
 
-__all__ = ["run_search", "SearchResult"]
+__all__ = ["run_search", "SearchResult", "CHECKPOINT"]
 
 log = logging.getLogger("nas.search")
 CHECKPOINT = "search_checkpoint.pt"
@@ -41,85 +48,118 @@ class SearchResult:
     history: list[dict[str, Any]]
 
 
-def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False) -> SearchResult:
-    device, task, space = start_run(config, run_dir, progress)
+def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,
+               world: World = SINGLE) -> SearchResult:
+    device, task, space = start_run(config, run_dir, progress, world)
     strategy = STRATEGIES.get(config.strategy.name)(config.strategy, seed=config.seed)
+    train_cfg = config.train
 
     train_split = config.task.train_split
-    data = task.prepare([train_split])
+    with main_first(world):  # rank 0 generates the built-in data and the vocabulary once
+        data = task.prepare([train_split])
     weight_set, heldout_set = contiguous_split(data.splits[train_split], config.strategy.split_portion)
     heldout_view = task.evaluation_view(heldout_set)
     model = space.build_model(data.meta, task.build_head(config.space.hidden, data.meta), strategy.make_block)
     model.to(device)
     strategy.attach(space.prior(), device)
-    optimizer = make_optimizer(model.parameters(), config.train)
-    log.info("search: task %s, space %s, strategy %s, supernet %s parameters, %d weight / %d held-out samples "
-             "(data: %s)", task.name, space.name, strategy.name, format_count(count_parameters(model)),
-             len(weight_set), len(heldout_set), data.info.get("data_dir"))
+    strategy.reduce_gradients = lambda parameters: sum_gradients(parameters, world)
+    if world.rank > 0:
+        torch.manual_seed(config.seed + 7919 * world.rank)
+    trainer = Trainer(model, task, train_cfg, device, world)
+    log.info("search: task %s, space %s, strategy %s, supernet %s parameters, %d weight / %d held-out samples, "
+             "%d process(es) (data: %s)", task.name, space.name, strategy.name, format_count(count_parameters(model)),
+             len(weight_set), len(heldout_set), world.size, data.info.get("data_dir"))
 
     history: list[dict[str, Any]] = []
-    start_epoch = 0
+    start_epoch, progress_state = 0, None
     checkpoint_path = run_dir / CHECKPOINT
     if resume:
         state = load_checkpoint(checkpoint_path, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        trainer.load_state_dict(state, str(checkpoint_path))
         strategy.load_state_dict(state["strategy"])
-        torch.set_rng_state(state["torch_rng"])
-        history, start_epoch = state["history"], state["epoch"]
-        log.info("resumed from %s after epoch %d", checkpoint_path, start_epoch)
-    if start_epoch >= config.train.epochs:
+        saved_rngs = state.get("rng") or []
+        set_rng_state(saved_rngs[world.rank if len(saved_rngs) == world.size else 0])
+        task.load_state_dict(state.get("task") or {})
+        history, start_epoch, progress_state = state["history"], state["epoch"], state.get("progress")
+        where = f"epoch {start_epoch} + {progress_state['steps']} steps" if progress_state else f"epoch {start_epoch}"
+        log.info("resumed from %s after %s", checkpoint_path, where)
+    if start_epoch >= train_cfg.epochs:
         raise UserError(f"{checkpoint_path}: the search already ran {start_epoch} epochs; "
-                        f"raise train.epochs (now {config.train.epochs}) to continue it")
+                        f"raise train.epochs (now {train_cfg.epochs}) to continue it")
+
+    def save(epoch: int, now: EpochProgress | None) -> None:
+        rngs = gather_lists([rng_state()], world)
+        if world.is_main:
+            save_checkpoint({**trainer.state_dict(), "strategy": strategy.state_dict(), "rng": rngs,
+                             "task": task.state_dict(), "history": history, "epoch": epoch,
+                             "progress": now.state_dict() if now else None, "world_size": world.size},
+                            checkpoint_path)
 
     genotype_path = run_dir / "genotype.json"
     key = f"heldout_{task.primary_metric}"
     heldout_name = f"{train_split}[{config.strategy.split_portion:g}:]"
     loss_fn = lambda batch: task.loss(model(batch), batch)  # noqa: E731
     genotype = None
-    for epoch in range(start_epoch, config.train.epochs):
-        set_lr(optimizer, lr_for_epoch(epoch, config.train))
-        task.begin_epoch(model, epoch, device)
-        arch_batches = _forever(make_loader(heldout_set, config.train.batch_size, True,
-                                            config.seed + 7919 * (epoch + 1), config.train.num_workers))
+    for epoch in range(start_epoch, train_cfg.epochs):
+        set_lr(trainer.optimizer, lr_for_epoch(epoch, train_cfg))
+        done = EpochProgress(progress_state)
+        if progress_state is None:
+            task.begin_epoch(model, epoch, device)
+        progress_state = None
+        arch_seed = config.seed + 7919 * (epoch + 1)
+        arch_steps_done = sum(strategy.wants_arch_step(epoch, step) for step in range(done.steps))
+        arch_batches = _forever(lambda start: make_loader(heldout_set, train_cfg.batch_size, True, arch_seed,
+                                                          train_cfg.num_workers, world=world, start_step=start),
+                                skip=arch_steps_done)
 
-        def arch_step(step: int) -> dict[str, float] | None:
+        def arch_step(step: int, epoch: int = epoch, arch_batches: Iterator = arch_batches) -> dict[str, float] | None:
             if not strategy.wants_arch_step(epoch, step):
                 return None
-            return {"arch_loss": strategy.arch_step(loss_fn, move_batch(next(arch_batches), device))}
+            with trainer.autocast():
+                return {"arch_loss": strategy.arch_step(loss_fn, move_batch(next(arch_batches), device))}
 
-        stats = train_epoch(model, make_loader(weight_set, config.train.batch_size, True, config.seed + epoch,
-                                               config.train.num_workers),
-                            task, optimizer, config.train, device, f"search {epoch + 1}/{config.train.epochs}",
-                            progress, before_step=lambda step: strategy.before_weight_step(), after_step=arch_step)
+        def checkpoint_mid_epoch(now: EpochProgress, epoch: int = epoch) -> None:
+            if train_cfg.checkpoint_every and now.steps % train_cfg.checkpoint_every == 0:
+                save(epoch, now)
+
+        loader = make_loader(weight_set, train_cfg.batch_size, True, config.seed + epoch, train_cfg.num_workers,
+                             world=world, start_step=done.batches)
+        stats = trainer.train_epoch(loader, f"search {epoch + 1}/{train_cfg.epochs}", progress, done,
+                                    before_step=lambda step: strategy.before_weight_step(), after_step=arch_step,
+                                    on_step=checkpoint_mid_epoch)
         choices = strategy.genotype()
-        with strategy.fixed(choices):
-            predictions = predict(model, make_loader(heldout_view, config.train.eval_batch_size, False, 0),
-                                  task, device, "held-out eval", progress)
+        with strategy.fixed(choices), trainer.evaluation_weights():
+            predictions = predict(model, make_eval_loader(heldout_view, train_cfg.eval_batch_size, world), task,
+                                  device, "held-out eval", progress, world, trainer.autocast)
         metrics = task.evaluate(heldout_name, heldout_set, predictions)
         stable = 1 + (history[-1]["stable_epochs"] if history and history[-1]["genotype"] == choices else 0)
-        record = {"epoch": epoch + 1, "lr": lr_for_epoch(epoch, config.train), **stats, key: metrics[task.primary_metric],
-                  "metrics": metrics, "genotype": choices, "stable_epochs": stable,
-                  "probabilities": strategy.probabilities()}
+        record = {"epoch": epoch + 1, "lr": lr_for_epoch(epoch, train_cfg), **stats,
+                  key: metrics[task.primary_metric], "metrics": metrics, "genotype": choices,
+                  "stable_epochs": stable, "probabilities": strategy.probabilities()}
         history.append(record)
         genotype = Genotype(space=space.name, task=task.name, choices=choices,
                             provenance=provenance(config, strategy=strategy.name, epoch=epoch + 1,
-                                                  stable_epochs=stable),
+                                                  stable_epochs=stable, processes=world.size),
                             metrics={key: metrics[task.primary_metric], "heldout_split": heldout_name})
         # Checkpoint first: the genotype and log written after it never run ahead of it.
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "strategy": strategy.state_dict(), "torch_rng": torch.get_rng_state(),
-                         "history": history, "epoch": epoch + 1}, checkpoint_path)
-        save_genotype(genotype, genotype_path)
-        atomic_write_jsonl(run_dir / "search_log.jsonl", history)
+        save(epoch + 1, None)
+        if world.is_main:
+            save_genotype(genotype, genotype_path)
+            atomic_write_jsonl(run_dir / "search_log.jsonl", history)
         arch = f" arch_loss={stats['arch_loss']:.3f}" if "arch_loss" in stats else ""
-        log.info("epoch %d/%d loss=%.3f%s held-out %s | %s%s", epoch + 1, config.train.epochs, stats["loss"], arch,
+        log.info("epoch %d/%d loss=%.3f%s held-out %s | %s%s", epoch + 1, train_cfg.epochs, stats["loss"], arch,
                  task.format_metrics(metrics), space.describe(choices),
                  f" (unchanged for {stable} epochs)" if stable > 1 else "")
     assert genotype is not None
     return SearchResult(run_dir=run_dir, genotype_path=genotype_path, genotype=genotype, history=history)
 
 
-def _forever(loader) -> Iterator[dict[str, torch.Tensor]]:
+def _forever(make: Callable[[int], Any], skip: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of ``make(start)`` without end, starting ``skip`` batches in (for a resumed epoch)."""
+    first = make(0)
+    per_pass = len(first)
+    if per_pass == 0:
+        return
+    yield from make(skip % per_pass)
     while True:
-        yield from loader
+        yield from make(0)

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from nas.errors import UserError
 from nas.features import default_cache_dir
 
-__all__ = ["Task", "TaskMeta", "TaskData"]
+__all__ = ["Task", "TaskMeta", "TaskData", "check_complete"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,13 @@ class Task(ABC):
     def begin_epoch(self, model: nn.Module, epoch: int, device: torch.device) -> None:
         """Called by both loops before each training epoch (e.g. to mine hard negatives)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """Sampling state a mid-epoch checkpoint must keep (tensors, numbers, lists, dicts)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``; called on resume instead of ``begin_epoch`` mid-epoch."""
+
     @abstractmethod
     def prepare(self, splits: list[str]) -> TaskData:
         """Load (or generate) the named splits and the vocabularies."""
@@ -130,8 +137,9 @@ class Task(ABC):
         """The official metric of ``predictions`` on ``dataset``; includes ``primary_metric``."""
 
     @abstractmethod
-    def write_results(self, predictions: list[dict[str, Any]], path: Path) -> Path:
-        """The evaluation-server results file."""
+    def write_results(self, predictions: list[dict[str, Any]], path: Path, dataset: Dataset) -> Path:
+        """The evaluation-server results file for ``dataset``; refuses (UserError) to write one that
+        misses, repeats or adds an item, so a server never receives a partial submission."""
 
     def format_metrics(self, metrics: dict[str, Any]) -> str:
         """A short one-line summary for logs."""
@@ -145,3 +153,20 @@ class Task(ABC):
     @classmethod
     def evaluate_files(cls, args: argparse.Namespace) -> dict[str, Any]:
         raise NotImplementedError(f"task '{cls.name}' has no file evaluation")
+
+
+def check_complete(path: Path, predicted: list[int], expected: list[int], what: str) -> None:
+    """Refuse to write ``path`` unless ``predicted`` holds each of ``expected`` exactly once."""
+    counts: dict[int, int] = {}
+    for item in predicted:
+        counts[item] = counts.get(item, 0) + 1
+    wanted = set(expected)
+    missing = [i for i in expected if i not in counts]
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    extra = sorted(i for i in counts if i not in wanted)
+    for problem, items in (("have no prediction", missing), ("are predicted twice", repeated),
+                           ("are not in the split", extra)):
+        if items:
+            shown = ", ".join(str(i) for i in items[:5]) + (", ..." if len(items) > 5 else "")
+            raise UserError(f"{path}: refusing to write an incomplete submission: {len(items)} of {len(wanted)} "
+                            f"{what}s {problem} ({shown})")

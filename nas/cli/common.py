@@ -1,16 +1,22 @@
-"""Arguments and config layering shared by ``nas search`` and ``nas retrain``."""
+"""Arguments, config layering, resuming and process launch shared by ``nas search`` and ``nas retrain``."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
+import logging
 from pathlib import Path
+from typing import Any, Callable
 
-from nas.config import Layer, find_experiment, overrides_layer, yaml_layer
+import yaml
+
+from nas.config import Layer, RunConfig, config_to_dict, find_experiment, overrides_layer, yaml_layer
+from nas.distributed import SINGLE, close_world, launch, world_from_env
 from nas.errors import UserError
+from nas.run import setup_logging
 
-__all__ = ["add_run_arguments", "config_layers", "resume_layers"]
+__all__ = ["add_run_arguments", "config_layers", "resume_layers", "should_resume", "run_on_ranks"]
+
+log = logging.getLogger("nas")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +27,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "without it the built-in generated dataset is used")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<command>-<task>-<time>)")
     parser.add_argument("--seed", type=int, help="random seed (default 888, MmNas's)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint, with its saved config "
+                             "(a run whose --out already has a checkpoint and the same config resumes by itself)")
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="data-parallel processes on this machine (gloo on CPU, NCCL on GPUs; default 1). "
+                             "Under torchrun, leave it at 1: the ranks come from torchrun")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides applied last, e.g. train.epochs=3 space.hidden=128")
@@ -55,3 +66,55 @@ def resume_layers(args: argparse.Namespace, command: str) -> list[Layer]:
     if not saved.is_file():
         raise UserError(f"{saved}: not found; --resume continues a run directory made by 'nas {command}'")
     return [yaml_layer(saved), *config_layers(args, {})[1:]]
+
+
+def should_resume(args: argparse.Namespace, config: RunConfig, checkpoint: Path) -> bool:
+    """``--resume``, or an ``--out`` that already holds this run's checkpoint (same config, save
+    ``train.epochs``). A checkpoint of a different config is an error, never silently replaced."""
+    if args.resume or args.out is None or not checkpoint.is_file():
+        return args.resume
+    saved_path = Path(args.out) / "config.yaml"
+    saved = yaml.safe_load(saved_path.read_text()) if saved_path.is_file() else None
+    differences = _differences(saved or {}, config_to_dict(config))
+    differences = [key for key in differences if key != "train.epochs"]
+    if differences:
+        shown = ", ".join(differences[:4]) + (", ..." if len(differences) > 4 else "")
+        raise UserError(f"{args.out}: already holds a run with another config (differs in {shown}); "
+                        "continue it with --resume, or pick a new --out")
+    log.info("%s holds a checkpoint of this run: resuming it (use a new --out to start over)", checkpoint)
+    return True
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = sorted(set(old) | set(new))
+    found = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}")
+    return found
+
+
+def run_on_ranks(nproc: int, run_dir: Path, quiet: bool, work: Callable[..., None], *payload: Any) -> None:
+    """Call ``work(*payload, world)`` in one process, in ``nproc`` spawned ones, or as this
+    torchrun rank. ``work`` must be a module-level function (spawned processes import it)."""
+    outer = world_from_env()
+    if nproc > 1 and outer.distributed:
+        raise UserError("--nproc with torchrun: torchrun already started the ranks; drop --nproc")
+    if nproc > 1:
+        launch(nproc, _rank_entry, run_dir, quiet, work, payload)
+        return
+    _rank_entry(run_dir, quiet, work, payload)
+
+
+def _rank_entry(run_dir: Path, quiet: bool, work: Callable[..., None], payload: tuple) -> None:
+    world = world_from_env()
+    # Only rank 0 writes the log file and talks; the others report warnings and errors.
+    setup_logging(run_dir if world.is_main else None, quiet or not world.is_main)
+    try:
+        work(*payload, world)
+    finally:
+        if world is not SINGLE:
+            close_world()

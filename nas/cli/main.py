@@ -49,9 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         print("nas: interrupted; checkpoints written so far are complete (use --resume to continue)",
               file=sys.stderr)
         return 130
-    except FloatingPointError as error:
-        print(f"nas: error: {error}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

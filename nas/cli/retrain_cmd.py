@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from nas.cli.common import add_run_arguments, config_layers, resume_layers
+from nas.cli.common import add_run_arguments, config_layers, resume_layers, run_on_ranks, should_resume
 from nas.config import Layer, resolve_config
 from nas.genotype import load_genotype
 from nas.registry import SPACES
@@ -28,6 +28,12 @@ examples:
   nas retrain --genotype genotypes/mmnas_vqa.json --config smoke
   nas retrain --genotype runs/qs/genotype.json --config quickstart train.epochs=8
   nas retrain --genotype runs/qs/genotype.json --out runs/qs-train --resume
+  nas retrain --genotype genotypes/mmnas_vqa.json --config smoke --nproc 2
+  torchrun --nproc-per-node 4 -m nas retrain --genotype genotypes/mmnas_vqa.json
+
+With --nproc N (or torchrun), each process trains on its share of every batch:
+train.batch_size is per process, so the optimizer step sees N times as many
+samples. Rerunning a command whose --out holds a checkpoint resumes it.
 """
 
 
@@ -41,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas.retrain import run_retrain
+    from nas.retrain import LAST
 
     genotype = load_genotype(args.genotype)
     depth = Layer(f"{args.genotype} (depth)", {"space": {"name": genotype.space,
@@ -54,11 +60,21 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(layers)
     run_dir = make_run_dir(args.out, "retrain", config.task.name)
     setup_logging(run_dir, args.quiet)
+    resume = should_resume(args, config, run_dir / LAST)
     save_config(config, run_dir)
-    result = run_retrain(config, genotype, run_dir, progress=not args.quiet, resume=args.resume,
-                         genotype_source=str(args.genotype))
-    _print_summary(result)
+    run_on_ranks(args.nproc, run_dir, args.quiet, _work, config, genotype.to_dict(), run_dir, not args.quiet, resume,
+                 str(args.genotype))
     return 0
+
+
+def _work(config, genotype: dict, run_dir, progress: bool, resume: bool, source: str, world) -> None:
+    from nas.genotype import genotype_from_dict
+    from nas.retrain import run_retrain
+
+    result = run_retrain(config, genotype_from_dict(genotype, source), run_dir, progress=progress and world.is_main,
+                         resume=resume, genotype_source=source, world=world)
+    if world.is_main:
+        _print_summary(result)
 
 
 def _print_summary(result) -> None:

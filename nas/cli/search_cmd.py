@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from nas.cli.common import add_run_arguments, config_layers, resume_layers
+from nas.cli.common import add_run_arguments, config_layers, resume_layers, run_on_ranks, should_resume
 from nas.config import resolve_config
 from nas.run import make_run_dir, save_config, setup_logging
 
@@ -30,6 +30,10 @@ examples:
   nas search --task vqa --config smoke
   nas search --task vqa --config quickstart --out runs/qs train.epochs=3 space.hidden=128
   nas search --out runs/qs --resume train.epochs=20
+  nas search --task vqa --config smoke --nproc 2
+
+With --nproc N (or torchrun) the ranks share every batch and sum their
+architecture gradients, so all of them hold one genotype.
 """
 
 
@@ -44,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas.search import run_search
+    from nas.search import CHECKPOINT
 
     if args.resume:
         layers = resume_layers(args, "search")
@@ -53,15 +57,24 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(layers)
     run_dir = make_run_dir(args.out, "search", config.task.name)
     setup_logging(run_dir, args.quiet)
+    resume = should_resume(args, config, run_dir / CHECKPOINT)
     save_config(config, run_dir)
-    result = run_search(config, run_dir, progress=not args.quiet, resume=args.resume)
+    run_on_ranks(args.nproc, run_dir, args.quiet, _work, config, run_dir, not args.quiet, resume)
+    return 0
+
+
+def _work(config, run_dir, progress: bool, resume: bool, world) -> None:
+    from nas.search import run_search
+
+    result = run_search(config, run_dir, progress=progress and world.is_main, resume=resume, world=world)
+    if not world.is_main:
+        return
     last = result.history[-1]
     key = f"heldout_{_primary(result)}"
     print(f"genotype: {result.genotype_path}")
     print(f"  held-out {_primary(result)} of the argmax architecture: {last[key]:.2f}"
           f" (epoch {last['epoch']}, unchanged for {last['stable_epochs']} epoch(s))")
     print(f"next: nas retrain --genotype {result.genotype_path}")
-    return 0
 
 
 def _primary(result) -> str:

@@ -27,6 +27,8 @@ class Strategy(ABC):
     def __init__(self, config: Any, seed: int) -> None:
         self.config = config
         self.seed = seed
+        # Set by the search loop: sums architecture gradients over ranks (a no-op for one process).
+        self.reduce_gradients: Callable[[list[nn.Parameter]], None] = lambda parameters: None
 
     @abstractmethod
     def make_block(self, label: str, candidates: list[str], make: Callable[[str], nn.Module]) -> nn.Module:

@@ -106,6 +106,7 @@ class MmnasStrategy(Strategy):
         self.optimizer.zero_grad(set_to_none=True)
         for alpha, grad in zip(alphas, grads):
             alpha.grad = grad if grad is not None else torch.zeros_like(alpha)
+        self.reduce_gradients(alphas)  # every rank steps with the same gradient: one genotype
         self.optimizer.step()
         return float(loss.detach())
 

@@ -63,6 +63,7 @@ class ItmConfig:
     max_tokens: int = 50
     word_vectors: str | None = None
     flat_mlp: int = 512
+    dropout: float = 0.1  # in the head's AttFlat MLPs (MmNas 0.1); space.dropout covers the blocks
     synth_size: str = "default"
     synth_seed: int = 0
 
@@ -106,7 +107,7 @@ class ItmTask(Task):
         return TaskData(splits=datasets, meta=meta, info={"data_dir": str(root), "builtin": builtin})
 
     def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
-        return MatchingHead(hidden, self.config.flat_mlp, fusion=self.config.fusion)
+        return MatchingHead(hidden, self.config.flat_mlp, self.config.dropout, fusion=self.config.fusion)
 
     def begin_epoch(self, model: nn.Module, epoch: int, device: torch.device) -> None:
         for dataset in self.training_sets:
@@ -118,6 +119,17 @@ class ItmTask(Task):
                                                    self.config.hard_negative_topk, dataset.rng, device,
                                                    self.eval_batch_size, self.progress)
             dataset.set_hard_negatives(captions, images)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each training set's negative sampler: its random stream and the mined candidates."""
+        return {"sets": [{"rng": _rng_state(d.rng), "hard_captions": _tensor(d.hard_captions),
+                          "hard_images": _tensor(d.hard_images)} for d in self.training_sets]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for dataset, saved in zip(self.training_sets, state.get("sets", [])):
+            dataset.rng.bit_generator.state = _rng_from_state(saved["rng"])
+            dataset.set_hard_negatives(*(None if saved[k] is None else saved[k].numpy()
+                                         for k in ("hard_captions", "hard_images")))
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.config.loss == "bce":
@@ -161,14 +173,14 @@ class ItmTask(Task):
                 f"{metrics['i2t_r10']:.1f} t2i R@1/5/10={metrics['t2i_r1']:.1f}/{metrics['t2i_r5']:.1f}/"
                 f"{metrics['t2i_r10']:.1f}")
 
-    def write_results(self, predictions: list[dict[str, Any]], path: Path) -> Path:
-        """The test split's (images x captions) similarity matrix, as ``.npy``."""
-        rows = max(int(p["row"].max()) for p in predictions) + 1
-        columns = max(int(p["column"].max()) for p in predictions) + 1
-        sims = np.zeros((rows, columns), np.float32)
-        for part in predictions:
-            sims[part["row"], part["column"]] = part["score"]
+    def write_results(self, predictions: list[dict[str, Any]], path: Path, dataset: Dataset) -> Path:
+        """The split's (images x captions) similarity matrix, as ``.npy``, every pair scored."""
         target = Path(path).with_suffix(".npy")
+        sims = self._matrix(dataset, predictions)
+        unscored = int(np.isnan(sims).sum())
+        if unscored:
+            raise UserError(f"{target}: refusing to write an incomplete submission: {unscored} of {sims.size} "
+                            "image-caption pairs have no score")
         return atomic_write(target, lambda tmp: np.save(tmp.open("wb"), sims))
 
     @classmethod
@@ -182,3 +194,19 @@ class ItmTask(Task):
         if getattr(args, "sims", None) is None:
             raise UserError("nas evaluate --task itm needs --sims")
         return evaluate_itm_file(args.sims, protocol=args.protocol).to_dict()
+
+
+def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
+    return None if array is None else torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    # PCG64's 128-bit integers are kept as strings: checkpoints hold plain values only.
+    state = rng.bit_generator.state
+    return {"bit_generator": state["bit_generator"], "state": str(state["state"]["state"]),
+            "inc": str(state["state"]["inc"]), "has_uint32": state["has_uint32"], "uinteger": state["uinteger"]}
+
+
+def _rng_from_state(saved: dict[str, Any]) -> dict[str, Any]:
+    return {"bit_generator": saved["bit_generator"], "state": {"state": int(saved["state"]), "inc": int(saved["inc"])},
+            "has_uint32": saved["has_uint32"], "uinteger": saved["uinteger"]}

@@ -28,7 +28,7 @@ from nas.errors import UserError
 from nas.features import load_region_features
 from nas.io import atomic_write_json
 from nas.registry import TASKS
-from nas.task import Task, TaskData, TaskMeta
+from nas.task import Task, TaskData, TaskMeta, check_complete
 from nas.text import Tokenizer, encode, load_or_build_vocab, word_vector_tensor
 from tasks.vgd.annotations import read_refer, read_simrec
 from tasks.vgd.boxes import decode_deltas
@@ -67,6 +67,7 @@ class VgdConfig:
     max_regions: int = 100
     word_vectors: str | None = None
     flat_mlp: int = 512
+    dropout: float = 0.1  # in the head's AttFlat MLPs (MmNas 0.1); space.dropout covers the blocks
     synth_size: str = "default"
     synth_seed: int = 0
 
@@ -123,7 +124,7 @@ class VgdTask(Task):
                         info={"data_dir": str(root), "builtin": builtin})
 
     def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
-        return GroundingHead(hidden, self.config.flat_mlp)
+        return GroundingHead(hidden, self.config.flat_mlp, self.config.dropout)
 
     def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
         scores, deltas = outputs  # (B, N), (B, N, 4)
@@ -178,7 +179,9 @@ class VgdTask(Task):
     def format_metrics(self, metrics: dict[str, Any]) -> str:
         return f"Acc@0.5={metrics['accuracy']:.2f} ({metrics['num_expressions']} expressions)"
 
-    def write_results(self, predictions: list[dict[str, Any]], path: Path) -> Path:
+    def write_results(self, predictions: list[dict[str, Any]], path: Path, dataset: Dataset) -> Path:
+        """One {sent_id, bbox: [x, y, w, h] in pixels} per expression of the split."""
+        check_complete(path, [p["sent_id"] for p in predictions], _sent_ids(dataset), "sent_id")
         return atomic_write_json(path, predictions, indent=None)
 
     @classmethod
@@ -199,3 +202,12 @@ class VgdTask(Task):
                                   args.convention).to_dict()
 
 
+
+
+def _sent_ids(dataset: Dataset) -> list[int]:
+    if isinstance(dataset, BatchConcat):
+        return [i for part in dataset.parts for i in _sent_ids(part)]
+    if isinstance(dataset, GroundingDataset):
+        return dataset.sent_ids.tolist()
+    base = _sent_ids(dataset.dataset)  # a Subset
+    return [base[i] for i in dataset.indices]

@@ -29,7 +29,7 @@ from nas.features import load_region_features
 from nas.heads import FusionHead
 from nas.io import atomic_write_json, read_json
 from nas.registry import TASKS
-from nas.task import Task, TaskData, TaskMeta
+from nas.task import Task, TaskData, TaskMeta, check_complete
 from tasks.vqa.answer_norm import prep_answer
 from tasks.vqa.answers import load_or_build_answer_vocab, soft_scores
 from tasks.vqa.dataset import VqaDataset, VqaSplit
@@ -64,6 +64,7 @@ class VqaConfig:
     max_regions: int = 100
     word_vectors: str | None = None  # GloVe text file or an installed spaCy package with vectors
     flat_mlp: int = 512
+    dropout: float = 0.1  # in the head's AttFlat MLPs (MmNas 0.1); space.dropout covers the blocks
     # The built-in dataset (used when data_dir is None): a size preset from SYNTH_SIZES.
     synth_size: str = "default"
     synth_seed: int = 0
@@ -158,7 +159,7 @@ class VqaTask(Task):
 
     # ---------------------------------------------------------------- model
     def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
-        return FusionHead(hidden, self.config.flat_mlp, meta.num_outputs)
+        return FusionHead(hidden, self.config.flat_mlp, meta.num_outputs, dropout=self.config.dropout)
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # MmNas/MCAN: BCE on soft scores, summed over answers and the batch.
@@ -202,8 +203,13 @@ class VqaTask(Task):
         types = " ".join(f"{k}={v:.2f}" for k, v in metrics.get("per_answer_type", {}).items())
         return f"accuracy={metrics['accuracy']:.2f} ({types})"
 
-    def write_results(self, predictions: list[dict[str, Any]], path: Path) -> Path:
-        results = [{"question_id": p["question_id"], "answer": p["answer"]} for p in predictions]
+    def write_results(self, predictions: list[dict[str, Any]], path: Path, dataset: Dataset) -> Path:
+        """VQA's server format: a list of {question_id: int, answer: str}, one per question."""
+        check_complete(path, [p["question_id"] for p in predictions], _question_ids(dataset), "question_id")
+        bad = next((p for p in predictions if not isinstance(p["answer"], str)), None)
+        if bad is not None:
+            raise UserError(f"{path}: question {bad['question_id']} has a non-string answer {bad['answer']!r}")
+        results = [{"question_id": int(p["question_id"]), "answer": p["answer"]} for p in predictions]
         return atomic_write_json(path, results, indent=None)
 
     @classmethod
