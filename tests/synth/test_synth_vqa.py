@@ -62,7 +62,7 @@ def test_layout_and_official_keys(dataset: Path) -> None:
         n_npz = len(list((dataset / "coco_extract" / subtype).glob(f"COCO_{subtype}_*.jpg.npz")))
         assert n_npz == getattr(TINY, f"{split}_images")
     meta = _json(dataset / "synth_meta.json")
-    assert (meta["generator"], meta["version"]) == ("vlnas-synth-clevr", 1)
+    assert (meta["generator"], meta["version"]) == ("vlnas-synth-clevr", 2)
     assert meta["config"]["seed"] == TINY.seed and set(meta["families"].values()) <= set(FAMILIES)
     assert not [p for p in dataset.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
@@ -82,26 +82,65 @@ def test_question_and_image_ids(dataset: Path) -> None:
             assert [a["question_id"] for a in anns] == [e["question_id"] for e in qs]
     ids = [i for s in per_split.values() for i in s]
     assert len(ids) == len(set(ids)) and all(0 < i < 600_000 for i in ids)
-    # every question id is filed under one family in the meta file
+    # every question id, VG's included, is filed under one family in the meta file
     meta = _json(dataset / "synth_meta.json")
-    assert len(meta["families"]) == sum(len(_questions(dataset, s)["questions"]) for s in SUBTYPES.values())
+    vg = _json(dataset / "vqa" / "VG_questions.json")["questions"]
+    assert len(meta["families"]) == sum(len(_questions(dataset, s)["questions"]) for s in SUBTYPES.values()) + len(vg)
+
+
+def test_visual_genome_pair(dataset: Path) -> None:
+    """MCAN's layout: vqa/VG_questions.json + vqa/VG_annotations.json in the VQA v2 formats,
+    about train images, with question ids no other split uses."""
+    questions = _json(dataset / "vqa" / "VG_questions.json")
+    annotations = _json(dataset / "vqa" / "VG_annotations.json")
+    assert set(questions) == {"info", "task_type", "data_type", "data_subtype", "license", "questions"}
+    assert set(annotations) == {"info", "license", "data_type", "data_subtype", "annotations"}
+    vg = questions["questions"]
+    # ceil(0.05 * 8 train images) = 1 image, 3 questions each
+    assert len(vg) == 3 and len({q["image_id"] for q in vg}) == 1
+    assert all(set(q) == {"image_id", "question", "question_id"} for q in vg)
+    assert [a["question_id"] for a in annotations["annotations"]] == [q["question_id"] for q in vg]
+    assert all(a["image_id"] == q["image_id"] for a, q in zip(annotations["annotations"], vg))
+    train = _questions(dataset, "train2014")["questions"]
+    assert {q["image_id"] for q in vg} <= {q["image_id"] for q in train}  # features in train2014
+    others = [q["question_id"] for s in SUBTYPES.values() for q in _questions(dataset, s)["questions"]]
+    ids = [q["question_id"] for q in vg]
+    assert len(set(ids)) == len(ids) and not set(ids) & set(others)
+    assert all(q["question_id"] // 1000 == q["image_id"] for q in vg)
+    # new questions: none repeats one the VQA file asks about the same image
+    asked = {(q["image_id"], q["question"]) for q in train}
+    assert not [q for q in vg if (q["image_id"], q["question"]) in asked]
+    meta = _json(dataset / "synth_meta.json")
+    assert meta["summary"]["num_questions"]["vg"] == 3 and meta["summary"]["num_images"]["vg"] == 1
+
+
+def test_visual_genome_sizes() -> None:
+    # default: 100 of 2000 train images x 3 = 300 questions; the presets scale with their train images
+    from tasks.vqa.task import SYNTH_SIZES
+
+    for size, images in (("default", 100), ("small", 40), ("tiny", 3)):
+        config = SynthVqaConfig(**SYNTH_SIZES[size])
+        assert len(vqa_writer._vg_images(config)) == images, size
+    with pytest.raises(UserError, match=r"SynthVqaConfig.vg_questions_per_image=995: must be in 1..\(1000"):
+        SynthVqaConfig(vg_questions_per_image=995)
 
 
 def test_annotation_entries(dataset: Path) -> None:
-    for subtype in ("train2014", "val2014"):
-        for a in _annotations(dataset, subtype)["annotations"]:
-            assert set(a) == {"question_id", "image_id", "question_type", "answer_type",
-                              "multiple_choice_answer", "answers"}
-            assert a["question_type"] in OFFICIAL_QUESTION_TYPES
-            assert a["answer_type"] in ("yes/no", "number", "other")
-            assert [x["answer_id"] for x in a["answers"]] == list(range(1, 11))
-            assert all(x["answer_confidence"] in ("yes", "maybe", "no") for x in a["answers"])
-            given = [x["answer"] for x in a["answers"]]
-            assert a["multiple_choice_answer"] == majority_answer(given)
-            # controlled disagreement: a wrong answer never reaches the 4 votes of full credit
-            assert sum(normalize_answer(g) == a["multiple_choice_answer"] for g in given) >= 7
-            if a["answer_type"] == "number":
-                assert a["multiple_choice_answer"].isdigit()
+    vg = _json(dataset / "vqa" / "VG_annotations.json")["annotations"]
+    for a in [*_annotations(dataset, "train2014")["annotations"], *_annotations(dataset, "val2014")["annotations"],
+              *vg]:
+        assert set(a) == {"question_id", "image_id", "question_type", "answer_type",
+                          "multiple_choice_answer", "answers"}
+        assert a["question_type"] in OFFICIAL_QUESTION_TYPES
+        assert a["answer_type"] in ("yes/no", "number", "other")
+        assert [x["answer_id"] for x in a["answers"]] == list(range(1, 11))
+        assert all(x["answer_confidence"] in ("yes", "maybe", "no") for x in a["answers"])
+        given = [x["answer"] for x in a["answers"]]
+        assert a["multiple_choice_answer"] == majority_answer(given)
+        # controlled disagreement: a wrong answer never reaches the 4 votes of full credit
+        assert sum(normalize_answer(g) == a["multiple_choice_answer"] for g in given) >= 7
+        if a["answer_type"] == "number":
+            assert a["multiple_choice_answer"].isdigit()
 
 
 def test_npz_regions(dataset: Path) -> None:
@@ -187,9 +226,12 @@ def _oracle(family: str, text: str, objs: list[dict], centres: np.ndarray, width
 def test_answers_match_scene(dataset: Path) -> None:
     meta = _json(dataset / "synth_meta.json")
     seen = Counter()
-    for subtype in ("train2014", "val2014"):
-        for a, q in zip(_annotations(dataset, subtype)["annotations"],
-                        _questions(dataset, subtype)["questions"]):
+    vg = (_json(dataset / "vqa" / "VG_annotations.json"), _json(dataset / "vqa" / "VG_questions.json"))
+    for subtype, (answered, asked) in (
+            ("train2014", (_annotations(dataset, "train2014"), _questions(dataset, "train2014"))),
+            ("val2014", (_annotations(dataset, "val2014"), _questions(dataset, "val2014"))),
+            ("train2014", vg)):  # VG questions are about train images
+        for a, q in zip(answered["annotations"], asked["questions"]):
             scene = meta["scenes"][str(a["image_id"])]
             z = _npz(dataset, subtype, a["image_id"])
             objs = scene["objects"]
