@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from nas.errors import UserError
 
-__all__ = ["RegionFeatures", "load_region_features", "image_id_from_filename", "default_cache_dir"]
+__all__ = ["RegionFeatures", "load_region_features", "image_id_from_filename", "default_cache_dir",
+           "index_feature_files"]
 
 _ARRAYS = ("features", "boxes", "num_regions", "image_size", "image_ids")
 
@@ -64,7 +65,7 @@ def load_region_features(directory: Path, image_ids: Iterable[int], max_regions:
     if not directory.is_dir():
         raise UserError(f"{directory}: feature folder not found")
     wanted = sorted(set(int(i) for i in image_ids))
-    files = _index_files(directory)
+    files = index_feature_files(directory)
     missing = [i for i in wanted if i not in files]
     if missing:
         raise UserError(f"{directory}: no feature file for {len(missing)} image(s), e.g. image_id {missing[0]} "
@@ -79,8 +80,11 @@ def load_region_features(directory: Path, image_ids: Iterable[int], max_regions:
     return RegionFeatures(directory=directory, **arrays)
 
 
-def _index_files(directory: Path) -> dict[int, Path]:
-    files = {}
+def index_feature_files(directory: Path) -> dict[int, Path]:
+    """image_id -> ``.npz`` path of the released-named feature files in ``directory`` (none if absent)."""
+    files: dict[int, Path] = {}
+    if not Path(directory).is_dir():
+        return files
     for entry in os.scandir(directory):
         if entry.name.endswith(".npz"):
             try:

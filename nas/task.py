@@ -13,7 +13,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from nas.errors import UserError
 from nas.features import default_cache_dir
 
-__all__ = ["Task", "TaskMeta", "TaskData", "check_complete"]
+__all__ = ["Task", "TaskMeta", "TaskData", "check_complete", "first_images"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Task(ABC):
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
+        self.truncated: set[str] = set()  # splits that task.max_images cut short (filled by prepare)
 
     def check_options(self, options: dict[str, tuple[str, ...]]) -> None:
         """Fail with a one-line error when a ``task.<key>`` string is not one of its valid values."""
@@ -68,6 +69,20 @@ class Task(ABC):
             value = getattr(self.config, key)
             if value not in valid:
                 raise UserError(f"task.{key}: unknown value '{value}'. Valid: {', '.join(valid)}")
+
+    def check_max_images(self) -> None:
+        """``task.max_images`` must be unset (every image) or a positive count."""
+        value = getattr(self.config, "max_images", None)
+        if value is not None and value < 1:
+            raise UserError(f"task.max_images={value}: must be at least 1 (or null for every image)")
+
+    def warn_if_subset(self, path: Path, splits: Iterable[str]) -> None:
+        """A results file of a split that ``task.max_images`` cut short covers a subset: say so,
+        as evaluation servers refuse partial submissions."""
+        cut = sorted(set(splits) & self.truncated)
+        if cut:
+            log.warning("%s covers only the first %d images of split %s (task.max_images): "
+                        "an evaluation server will not accept it", path, self.config.max_images, "+".join(cut))
 
     def cache_dir(self) -> Path:
         configured = getattr(self.config, "cache_dir", None)
@@ -153,6 +168,14 @@ class Task(ABC):
     @classmethod
     def evaluate_files(cls, args: argparse.Namespace) -> dict[str, Any]:
         raise NotImplementedError(f"task '{cls.name}' has no file evaluation")
+
+
+def first_images(image_ids: Iterable[int], max_images: int | None) -> set[int] | None:
+    """The ``max_images`` smallest distinct image ids (a subset that does not depend on file
+    order, so every reader of a split picks the same images); None keeps every image."""
+    if max_images is None:
+        return None
+    return set(sorted(set(int(i) for i in image_ids))[:max_images])
 
 
 def check_complete(path: Path, predicted: list[int], expected: list[int], what: str) -> None:

@@ -4,10 +4,13 @@ Data layout under ``task.data_dir`` (MCAN's ``datasets/`` folder)::
 
     vqa/v2_OpenEnded_mscoco_{train2014,val2014,test2015}_questions.json
     vqa/v2_mscoco_{train2014,val2014}_annotations.json
+    vqa/VG_questions.json, vqa/VG_annotations.json        (optional: the "vg" split, MCAN's
+                                                          Visual Genome augmentation)
     coco_extract/{train2014,val2014,test2015}/COCO_<split>_%012d.jpg.npz
 
-With no ``data_dir``, the built-in generated dataset (``nas data synth``) is
-created once in the cache and used.
+The vg questions are about COCO images; as in MmNas, an image's features are looked up
+by id in all three feature folders. With no ``data_dir``, the built-in generated dataset
+(``nas data synth``) is created once in the cache and used.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,18 +29,18 @@ from torch.utils.data import Dataset
 
 from nas.data import BatchConcat
 from nas.errors import UserError
-from nas.features import load_region_features
+from nas.features import index_feature_files, load_region_features
 from nas.heads import FusionHead
 from nas.io import atomic_write_json, read_json
 from nas.registry import TASKS
-from nas.task import Task, TaskData, TaskMeta, check_complete
+from nas.task import Task, TaskData, TaskMeta, check_complete, first_images
 from tasks.vqa.answer_norm import prep_answer
 from tasks.vqa.answers import load_or_build_answer_vocab, soft_scores
 from tasks.vqa.dataset import VqaDataset, VqaSplit
 from tasks.vqa.evaluation import evaluate_vqa, evaluate_vqa_files
 from nas.text import Tokenizer, encode, load_or_build_vocab, word_vector_tensor
 
-__all__ = ["VqaTask", "VqaConfig", "SPLIT_SUBTYPES"]
+__all__ = ["VqaTask", "VqaConfig", "SPLIT_SUBTYPES", "SPLITS", "VG_FILES"]
 
 # Built-in dataset sizes; tests and smoke runs use "tiny". Finer control: nas data synth + --data.
 SYNTH_SIZES = {
@@ -48,6 +52,12 @@ SYNTH_SIZES = {
 # Split name -> (file subtype, feature folder).
 SPLIT_SUBTYPES = {"train": ("train2014", "train2014"), "val": ("val2014", "val2014"),
                   "test": ("test2015", "test2015"), "test-dev": ("test-dev2015", "test2015")}
+# MCAN's and MmNas's Visual Genome augmentation (questions, annotations), beside the VQA v2 files.
+VG_FILES = ("VG_questions.json", "VG_annotations.json")
+SPLITS = (*SPLIT_SUBTYPES, "vg")
+# MmNas indexes every .npz of these folders by image id, so a vg question finds its image in
+# whichever holds it (MCAN's VG questions are about train2014 and val2014 images).
+FEATURE_FOLDERS = ("train2014", "val2014", "test2015")
 
 
 @dataclass
@@ -55,7 +65,7 @@ class VqaConfig:
     name: str = "vqa"
     data_dir: str | None = None  # MCAN-style datasets/ folder; None = the built-in generated dataset
     cache_dir: str | None = None  # feature caches and generated data; None = $VLNAS_CACHE or ~/.cache/vlnas
-    train_split: str = "train"  # "train" or e.g. "train+val"
+    train_split: str = "train"  # "train", or joined with '+': "train+val", "train+val+vg" (MCAN's default)
     eval_split: str = "val"
     test_split: str = "test"  # the split whose results file is written for the evaluation server
     answer_min_count: int = 9  # MCAN: answers seen at least 9 times
@@ -68,6 +78,10 @@ class VqaConfig:
     # The built-in dataset (used when data_dir is None): a size preset from SYNTH_SIZES.
     synth_size: str = "default"
     synth_seed: int = 0
+    # Keep only the questions of each split's first N images, by ascending image id (the JSON
+    # order is not per image); only their features are read. The vocabularies still count the
+    # whole files, so the model has the shape of a full run. --tiny: 512, --fast: 4096 (LXMERT's).
+    max_images: int | None = None
 
 
 @TASKS.register("vqa")
@@ -78,6 +92,7 @@ class VqaTask(Task):
 
     def __init__(self, config: VqaConfig, run_dir: Path, progress: bool = True) -> None:
         super().__init__(config, run_dir, progress)
+        self.check_max_images()
         self.annotations: dict[int, dict] = {}
         self.answers: list[str] = []
 
@@ -89,13 +104,11 @@ class VqaTask(Task):
         return self.resolve_data_dir("vqa", SYNTH_SIZES, SynthVqaConfig, generate_vqa)
 
     def _read_split(self, root: Path, name: str) -> VqaSplit:
-        if name not in SPLIT_SUBTYPES:
-            raise UserError(f"unknown VQA split '{name}'. Valid splits: {', '.join(SPLIT_SUBTYPES)} "
-                            "(join with '+', e.g. train+val)")
-        subtype, _ = SPLIT_SUBTYPES[name]
-        questions_path = root / "vqa" / f"v2_OpenEnded_mscoco_{subtype}_questions.json"
+        if name not in SPLITS:
+            raise UserError(f"unknown VQA split '{name}'. Valid splits: {', '.join(SPLITS)} "
+                            "(join with '+', e.g. train+val+vg)")
+        questions_path, annotations_path = _split_files(root, name)
         questions = _records(read_json(questions_path, "questions file"), "questions", questions_path)
-        annotations_path = root / "vqa" / f"v2_mscoco_{subtype}_annotations.json"
         annotations = None
         if annotations_path.is_file():
             annotations = _records(read_json(annotations_path, "annotations file"), "annotations",
@@ -108,13 +121,34 @@ class VqaTask(Task):
             annotations = [by_id[q["question_id"]] for q in questions]
         return VqaSplit(name, questions, annotations)
 
+    def _check_vg_files(self, root: Path, names: list[str]) -> None:
+        """A vg split needs both VG files; name the setting that asked for it and the missing file."""
+        if "vg" not in names:
+            return
+        for path in _split_files(root, "vg"):
+            if not path.is_file():
+                raise UserError(f"{self._asking_for('vg')}: {path} not found (the vg split is MCAN's Visual "
+                                f"Genome augmentation, {' and '.join(VG_FILES)} beside the VQA v2 files)")
+
+    def _asking_for(self, name: str) -> str:
+        for key in ("train_split", "eval_split", "test_split"):
+            value = getattr(self.config, key)
+            if name in value.split("+"):
+                return f"task.{key}={value}"
+        if name in self.config.answer_splits:
+            return f"task.answer_splits={','.join(self.config.answer_splits)}"
+        return f"split '{name}'"
+
     def prepare(self, splits: list[str]) -> TaskData:
         root, builtin = self.data_dir()
         names = list(dict.fromkeys(part for split in splits for part in split.split("+")))
-        # The vocabulary covers every split present on disk (as MCAN does), so it does not
-        # depend on which splits this command happens to load.
-        present = [n for n in ("train", "val", "test")
-                   if (root / "vqa" / f"v2_OpenEnded_mscoco_{SPLIT_SUBTYPES[n][0]}_questions.json").is_file()]
+        for name in names:
+            if name not in SPLITS:
+                self._read_split(root, name)  # the unknown-split error
+        self._check_vg_files(root, names + list(self.config.answer_splits))
+        # The vocabulary covers every split present on disk, VG included (as MCAN and MmNas
+        # do), so it does not depend on which splits this command happens to load.
+        present = [n for n in ("train", "val", "test", "vg") if _split_files(root, n)[0].is_file()]
         loaded = {name: self._read_split(root, name) for name in dict.fromkeys(names + present)}
         families = _families(root)
         for split in loaded.values():
@@ -130,26 +164,55 @@ class VqaTask(Task):
                                                   self.config.answer_min_count)
         answer_index = {a: i for i, a in enumerate(self.answers)}
 
-        datasets: dict[str, Dataset] = {}
-        cache_root = self.cache_dir()
+        # Each split keeps the questions of its first max_images images; then every feature
+        # folder is read once, for the images all loaded splits need from it.
+        kept = {name: _first_images_of(loaded[name], self.config.max_images) for name in names}
+        self.truncated |= {name for name in names if len(kept[name]) < len(loaded[name].questions)}
+        folders = {name: self._feature_folders(root, name, [loaded[name].questions[i] for i in kept[name]])
+                   for name in names}
+        wanted: dict[str, set[int]] = {}
         for name in names:
-            split = loaded[name]
-            features = load_region_features(root / "coco_extract" / SPLIT_SUBTYPES[name][1],
-                                            (q["image_id"] for q in split.questions), self.config.max_regions,
-                                            cache_root, self.progress)
-            targets = None
-            if split.annotations is not None:
-                targets = [soft_scores(a["answers"], answer_index) for a in split.annotations]
-            datasets[name] = VqaDataset(split, encode(tokens[name], vocab, self.config.max_tokens), features,
-                                        targets, len(self.answers))
-        for split in splits:
-            if "+" in split:
-                datasets[split] = BatchConcat([datasets[part] for part in split.split("+")])
+            for index, folder in zip(kept[name], folders[name]):
+                wanted.setdefault(folder, set()).add(loaded[name].questions[index]["image_id"])
+        features = {folder: load_region_features(root / "coco_extract" / folder, ids, self.config.max_regions,
+                                                 self.cache_dir(), self.progress)
+                    for folder, ids in sorted(wanted.items(), key=lambda item: FEATURE_FOLDERS.index(item[0]))}
+
+        datasets: dict[str, Dataset] = {}
+        for split in dict.fromkeys(splits):
+            parts = split.split("+")
+            questions = [loaded[p].questions[i] for p in parts for i in kept[p]]
+            if not questions:
+                raise UserError(f"split '{split}' has no questions (files in {root / 'vqa'})")
+            labelled = all(loaded[p].annotations is not None for p in parts)
+            annotations = [loaded[p].annotations[i] for p in parts for i in kept[p]] if labelled else None
+            question_folders = [folder for p in parts for folder in folders[p]]
+            sources = sorted(set(question_folders), key=FEATURE_FOLDERS.index)
+            encoded = np.concatenate([encode([tokens[p][i] for i in kept[p]], vocab, self.config.max_tokens)
+                                      for p in parts])
+            targets = [soft_scores(a["answers"], answer_index) for a in annotations] if labelled else None
+            datasets[split] = VqaDataset(VqaSplit(split, questions, annotations, families), encoded,
+                                         [features[f] for f in sources], targets, len(self.answers),
+                                         sources=[sources.index(f) for f in question_folders])
         vectors = word_vector_tensor(self.config.word_vectors, vocab)
         meta = TaskMeta(vocab_size=len(vocab), feature_dim=_feature_dim(next(iter(datasets.values()))),
                         num_outputs=len(self.answers), word_vectors=vectors)
         return TaskData(splits={s: datasets[s] for s in splits}, meta=meta,
                         info={"data_dir": str(root), "builtin": builtin})
+
+    def _feature_folders(self, root: Path, name: str, questions: list[dict]) -> list[str]:
+        """The coco_extract folder holding each question's image."""
+        if name != "vg":
+            return [SPLIT_SUBTYPES[name][1]] * len(questions)
+        indexed = [(folder, index_feature_files(root / "coco_extract" / folder)) for folder in FEATURE_FOLDERS]
+        found = []
+        for question in questions:
+            folder = next((f for f, files in indexed if question["image_id"] in files), None)
+            if folder is None:
+                raise UserError(f"{root / 'coco_extract'}: no feature file for vg image_id {question['image_id']} "
+                                f"(question_id {question['question_id']}) in {', '.join(FEATURE_FOLDERS)}")
+            found.append(folder)
+        return found
 
     def _split_annotations(self, loaded: dict[str, VqaSplit], root: Path, name: str) -> list[dict]:
         split = loaded.get(name) or self._read_split(root, name)
@@ -210,6 +273,7 @@ class VqaTask(Task):
         if bad is not None:
             raise UserError(f"{path}: question {bad['question_id']} has a non-string answer {bad['answer']!r}")
         results = [{"question_id": int(p["question_id"]), "answer": p["answer"]} for p in predictions]
+        self.warn_if_subset(path, (part for base in _base(dataset) for part in base.split.name.split("+")))
         return atomic_write_json(path, results, indent=None)
 
     @classmethod
@@ -238,6 +302,21 @@ def _records(data: Any, key: str, path: Path) -> list[dict]:
         if missing:
             raise UserError(f"{path}: {key}[{number}] has no key '{missing[0]}'")
     return data[key]
+
+
+def _split_files(root: Path, name: str) -> tuple[Path, Path]:
+    """The split's questions file and annotations file (which test splits do not have)."""
+    if name == "vg":
+        return root / "vqa" / VG_FILES[0], root / "vqa" / VG_FILES[1]
+    subtype = SPLIT_SUBTYPES[name][0]
+    return (root / "vqa" / f"v2_OpenEnded_mscoco_{subtype}_questions.json",
+            root / "vqa" / f"v2_mscoco_{subtype}_annotations.json")
+
+
+def _first_images_of(split: VqaSplit, max_images: int | None) -> list[int]:
+    """Indices, in file order, of the questions about the split's first ``max_images`` images."""
+    keep = first_images((q["image_id"] for q in split.questions), max_images)
+    return [i for i, q in enumerate(split.questions) if keep is None or q["image_id"] in keep]
 
 
 def _families(root: Path) -> dict[int, str] | None:
@@ -273,4 +352,4 @@ def _dataset_families(dataset: Dataset) -> dict[int, str] | None:
 
 
 def _feature_dim(dataset: Dataset) -> int:
-    return _base(dataset)[0].features.feature_dim
+    return _base(dataset)[0].feature_dim
