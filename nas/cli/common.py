@@ -18,6 +18,9 @@ __all__ = ["add_run_arguments", "config_layers", "resume_layers", "should_resume
 
 log = logging.getLogger("nas")
 
+TINY_IMAGES = 512  # --tiny and --fast: LXMERT's subset sizes
+FAST_IMAGES = 4096
+
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
@@ -34,6 +37,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data-parallel processes on this machine (gloo on CPU, NCCL on GPUs; default 1). "
                              "Under torchrun, leave it at 1: the ranks come from torchrun")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    # LXMERT's --tiny / --fast: the same run on a subset, to try a setup out before the full data.
+    subset = parser.add_mutually_exclusive_group()
+    subset.add_argument("--tiny", dest="max_images", action="store_const", const=TINY_IMAGES,
+                        help=f"use only the first {TINY_IMAGES} images of each split and their questions, "
+                             f"expressions or captions (sets task.max_images={TINY_IMAGES})")
+    subset.add_argument("--fast", dest="max_images", action="store_const", const=FAST_IMAGES,
+                        help=f"use only the first {FAST_IMAGES} images of each split (sets "
+                             f"task.max_images={FAST_IMAGES})")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides applied last, e.g. train.epochs=3 space.hidden=128")
 
@@ -53,6 +64,8 @@ def config_layers(args: argparse.Namespace, defaults: dict[str, Any], after_file
             flags.setdefault(section, {})[key] = value
     if args.seed is not None:
         flags["seed"] = args.seed
+    if getattr(args, "max_images", None) is not None:  # --tiny / --fast
+        flags.setdefault("task", {})["max_images"] = args.max_images
     layers.append(Layer("command-line flags", flags))
     layers.append(overrides_layer(args.overrides))
     return layers

@@ -33,6 +33,18 @@ class PrecompSplit:
     def num_images(self) -> int:
         return len(self.features.image_ids)
 
+    def head(self, max_images: int | None) -> PrecompSplit:
+        """The first ``max_images`` images in file order and their captions (all when None).
+
+        ``{split}_ims.npy`` is memory-mapped, so the other images' features are never read.
+        """
+        if max_images is None or max_images >= self.num_images:
+            return self
+        f, n = self.features, max_images
+        features = RegionFeatures(features=f.features[:n], boxes=f.boxes[:n], num_regions=f.num_regions[:n],
+                                  image_size=f.image_size[:n], image_ids=f.image_ids[:n], directory=f.directory)
+        return PrecompSplit(self.name, self.captions[:CAPTIONS_PER_IMAGE * n], features)
+
 
 def read_precomp(folder: Path, split: str) -> PrecompSplit:
     images_path = folder / f"{split}_ims.npy"

@@ -66,6 +66,10 @@ class ItmConfig:
     dropout: float = 0.1  # in the head's AttFlat MLPs (MmNas 0.1); space.dropout covers the blocks
     synth_size: str = "default"
     synth_seed: int = 0
+    # Keep only each split's first N images in file order (the rows of {split}_ims.npy) and
+    # their five captions each; the other rows are never read. The vocabulary still counts
+    # every caption, so the model has the shape of a full run. --tiny: 512, --fast: 4096.
+    max_images: int | None = None
 
 
 @TASKS.register("itm")
@@ -78,6 +82,7 @@ class ItmTask(Task):
         super().__init__(config, run_dir, progress)
         self.check_options({"loss": ("bce", "hinge"), "fusion": ("sum", "product"),
                             "eval_protocol": ("all", "coco1k")})
+        self.check_max_images()
         self.training_sets: list[MatchingDataset] = []
         self.eval_batch_size = 256
 
@@ -98,7 +103,11 @@ class ItmTask(Task):
         vocab = load_or_build_vocab(self.run_dir / "vocab.json", (t for n in present for t in tokens[n]))
         datasets: dict[str, Dataset] = {}
         for offset, name in enumerate(dict.fromkeys(splits)):
-            pairs = PairBatcher(encode(tokens[name], vocab, self.config.max_tokens), loaded[name].features)
+            split = loaded[name].head(self.config.max_images)
+            if split.num_images < loaded[name].num_images:
+                self.truncated.add(name)
+            pairs = PairBatcher(encode(tokens[name][:len(split.captions)], vocab, self.config.max_tokens),
+                                split.features)
             datasets[name] = MatchingDataset(name, pairs, seed=offset)
         self.training_sets = [datasets[splits[0]]]
         vectors = word_vector_tensor(self.config.word_vectors, vocab)
@@ -181,6 +190,7 @@ class ItmTask(Task):
         if unscored:
             raise UserError(f"{target}: refusing to write an incomplete submission: {unscored} of {sims.size} "
                             "image-caption pairs have no score")
+        self.warn_if_subset(target, [_split_name(dataset)])
         return atomic_write(target, lambda tmp: np.save(tmp.open("wb"), sims))
 
     @classmethod
@@ -194,6 +204,10 @@ class ItmTask(Task):
         if getattr(args, "sims", None) is None:
             raise UserError("nas evaluate --task itm needs --sims")
         return evaluate_itm_file(args.sims, protocol=args.protocol).to_dict()
+
+
+def _split_name(dataset: Dataset) -> str:
+    return dataset.split if isinstance(dataset, MatchingDataset) else _split_name(dataset.dataset)  # or a Subset
 
 
 def _tensor(array: np.ndarray | None) -> torch.Tensor | None:

@@ -28,7 +28,7 @@ from nas.errors import UserError
 from nas.features import load_region_features
 from nas.io import atomic_write_json
 from nas.registry import TASKS
-from nas.task import Task, TaskData, TaskMeta, check_complete
+from nas.task import Task, TaskData, TaskMeta, check_complete, first_images
 from nas.text import Tokenizer, encode, load_or_build_vocab, word_vector_tensor
 from tasks.vgd.annotations import read_refer, read_simrec
 from tasks.vgd.boxes import decode_deltas
@@ -70,6 +70,10 @@ class VgdConfig:
     dropout: float = 0.1  # in the head's AttFlat MLPs (MmNas 0.1); space.dropout covers the blocks
     synth_size: str = "default"
     synth_seed: int = 0
+    # Keep only the expressions of each split's first N images, by ascending image id (refs
+    # are not stored per image); only their features are read. The vocabulary still counts
+    # every expression, so the model has the shape of a full run. --tiny: 512, --fast: 4096.
+    max_images: int | None = None
 
 
 @TASKS.register("vgd")
@@ -82,6 +86,7 @@ class VgdTask(Task):
         super().__init__(config, run_dir, progress)
         self.check_options({"iou_convention": CONVENTIONS, "annotations": ("refer", "simrec"),
                             "loss": ("kld", "bce")})
+        self.check_max_images()
         self.targets: dict[int, np.ndarray] = {}
 
     def data_dir(self) -> tuple[Path, bool]:
@@ -106,11 +111,16 @@ class VgdTask(Task):
         vocab = load_or_build_vocab(self.run_dir / "vocab.json", (t for split in tokens for t in tokens[split]))
         datasets: dict[str, Dataset] = {}
         for name in names:
-            items = expressions[name]
+            keep = first_images((e.image_id for e in expressions[name]), self.config.max_images)
+            chosen = [i for i, e in enumerate(expressions[name]) if keep is None or e.image_id in keep]
+            items = [expressions[name][i] for i in chosen]
+            if len(items) < len(expressions[name]):
+                self.truncated.add(name)
             features = load_region_features(root / "coco_extract" / "train2014", (e.image_id for e in items),
                                             self.config.max_regions, self.cache_dir(), self.progress)
-            dataset = GroundingDataset(name, items, encode(tokens[name], vocab, self.config.max_tokens), features,
-                                       self.config.positive_iou, self.config.iou_convention)
+            encoded = encode([tokens[name][i] for i in chosen], vocab, self.config.max_tokens)
+            dataset = GroundingDataset(name, items, encoded, features, self.config.positive_iou,
+                                       self.config.iou_convention)
             self.targets.update(zip(dataset.sent_ids.tolist(), dataset.targets))
             datasets[name] = dataset
         for split in splits:
@@ -182,6 +192,7 @@ class VgdTask(Task):
     def write_results(self, predictions: list[dict[str, Any]], path: Path, dataset: Dataset) -> Path:
         """One {sent_id, bbox: [x, y, w, h] in pixels} per expression of the split."""
         check_complete(path, [p["sent_id"] for p in predictions], _sent_ids(dataset), "sent_id")
+        self.warn_if_subset(path, _split_names(dataset))
         return atomic_write_json(path, predictions, indent=None)
 
     @classmethod
@@ -202,6 +213,14 @@ class VgdTask(Task):
                                   args.convention).to_dict()
 
 
+
+
+def _split_names(dataset: Dataset) -> list[str]:
+    if isinstance(dataset, BatchConcat):
+        return [name for part in dataset.parts for name in _split_names(part)]
+    if isinstance(dataset, GroundingDataset):
+        return [dataset.split]
+    return _split_names(dataset.dataset)  # a Subset
 
 
 def _sent_ids(dataset: Dataset) -> list[int]:
