@@ -58,15 +58,17 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num
                 drop_last: bool = False, world: World = SINGLE, start_step: int = 0) -> DataLoader:
     """Training batches: this rank's part of each global batch, from ``start_step`` on."""
     sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, seed, world, start_step, drop_last)
+    # A loader of its own generator: starting an iterator otherwise draws a worker seed from the global
+    # stream, which would shift the dropout draws of a resumed epoch.
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=batch_collate,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
 def make_eval_loader(dataset: Dataset, batch_size: int, world: World = SINGLE) -> DataLoader:
     """This rank's contiguous share of ``dataset`` in order; rank-ordered concatenation restores it."""
     share = np.array_split(np.arange(len(dataset)), world.size)[world.rank]
     batches = [share[i:i + batch_size].tolist() for i in range(0, len(share), batch_size)]
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=batch_collate)
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=batch_collate, generator=torch.Generator())
 
 
 class _BatchSubset(Subset):
@@ -102,11 +104,25 @@ class BatchConcat(Dataset):
             if local:
                 pieces.append((part.__getitems__(local), [i for i in indices if start <= i < stop]))
         order = {index: position for position, index in enumerate(indices)}
-        merged = {key: torch.cat([batch[key] for batch, _ in pieces]) for key in pieces[0][0]}
+        merged = {key: _cat_padded([batch[key] for batch, _ in pieces]) for key in pieces[0][0]}
         positions = torch.tensor([order[i] for _, idx in pieces for i in idx])
         inverse = torch.empty_like(positions)
         inverse[positions] = torch.arange(len(positions))
         return {key: value[inverse] for key, value in merged.items()}
+
+
+def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along the batch; parts with fewer regions (or tokens) are zero-padded to the widest,
+    as a single dataset pads its own batches (``num_regions`` says which rows are real)."""
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    padded = []
+    for tensor in tensors:
+        if list(tensor.shape[1:]) != shape:
+            grown = tensor.new_zeros((tensor.shape[0], *shape))
+            grown[(slice(None), *(slice(0, n) for n in tensor.shape[1:]))] = tensor
+            tensor = grown
+        padded.append(tensor)
+    return torch.cat(padded)
 
 
 def move_batch(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

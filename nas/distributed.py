@@ -12,12 +12,15 @@ which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
+import tempfile
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -96,15 +99,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _child(local_rank: int, nproc: int, port: int, target: Callable[..., Any], args: tuple) -> None:
+def _child(local_rank: int, nproc: int, port: int, errors: str, target: Callable[..., Any], args: tuple) -> None:
     os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nproc),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     try:
         target(*args)
     except UserError as error:
-        # One line for a user mistake, from one rank; the parent turns the exit code into an error.
-        if local_rank == 0:
-            print(f"error: {error}", file=sys.stderr, flush=True)
+        # A user mistake: the parent prints it as one line, so this rank only leaves it behind.
+        Path(errors, f"rank{local_rank}.error").write_text(str(error))
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -116,18 +118,24 @@ def _child(local_rank: int, nproc: int, port: int, target: Callable[..., Any], a
 
 
 def launch(nproc: int, target: Callable[..., Any], *args: Any) -> None:
-    """Run ``target(*args)`` in ``nproc`` processes on this machine, bound to 127.0.0.1."""
+    """Run ``target(*args)`` in ``nproc`` processes on this machine, bound to 127.0.0.1.
+
+    A UserError on any rank comes back as this process's UserError, with the rank's message.
+    """
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
-    try:
-        mp.start_processes(_child, args=(nproc, _free_port(), target, args), nprocs=nproc, join=True,
-                           start_method="spawn")
-    except mp.ProcessExitedException as error:
-        if error.exit_code == 2:
-            raise UserError(f"rank {error.error_index} stopped on a user error (message above)") from None
-        raise UserError(f"rank {error.error_index} exited with code {error.exit_code} (see its output above)") from None
-    except mp.ProcessRaisedException as error:  # not reached through _child, kept for clarity
-        raise UserError(f"a rank failed: {str(error).strip().splitlines()[-1]}") from None
+    # torch logs a warning for each sibling it stops after one rank fails; the error says enough.
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="vlnas-ranks-") as errors:
+        try:
+            mp.start_processes(_child, args=(nproc, _free_port(), errors, target, args), nprocs=nproc, join=True,
+                               start_method="spawn")
+        except mp.ProcessExitedException as error:
+            messages = sorted(Path(errors).glob("rank*.error"))
+            if messages:
+                raise UserError(messages[0].read_text()) from None
+            raise UserError(f"rank {error.error_index} exited with code {error.exit_code} "
+                            "(its traceback is above)") from None
 
 
 def sum_gradients(parameters: Iterable[torch.nn.Parameter], world: World) -> None:

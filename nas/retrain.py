@@ -26,6 +26,7 @@ from nas.distributed import SINGLE, World, gather_lists, main_first
 from nas.errors import UserError
 from nas.genotype import Genotype
 from nas.io import atomic_write_json, atomic_write_jsonl
+from nas.run import remove_interrupted_writes
 from nas.space import fixed_block_factory
 from nas.training import (EpochProgress, Trainer, count_parameters, format_count, lr_for_epoch, predict, rng_state,
                           set_lr, set_rng_state, start_run)
@@ -51,6 +52,8 @@ class RetrainResult:
 def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: bool = True,
                 resume: bool = False, genotype_source: str = "genotype", world: World = SINGLE) -> RetrainResult:
     device, task, space = start_run(config, run_dir, progress, world)
+    if world.is_main:
+        remove_interrupted_writes(run_dir)
     space.validate(genotype, genotype_source)
     train_cfg = config.train
 
@@ -173,3 +176,4 @@ def _evaluate(trainer: Trainer, task, dataset, split: str, config: RunConfig, wo
 
 def _split(name: str | None) -> str | None:
     return None if name in (None, "", "none") else name
+

@@ -14,9 +14,9 @@ import yaml
 import nas
 from nas.config import RunConfig, config_hash, config_to_dict
 from nas.errors import UserError
-from nas.io import atomic_write_text
+from nas.io import atomic_write_text, remove_stale_temporaries
 
-__all__ = ["make_run_dir", "setup_logging", "save_config", "provenance", "git_commit"]
+__all__ = ["make_run_dir", "setup_logging", "save_config", "provenance", "git_commit", "remove_interrupted_writes"]
 
 log = logging.getLogger("nas")
 
@@ -75,3 +75,10 @@ def provenance(config: RunConfig, **extra: Any) -> dict[str, Any]:
               "git_commit": git_commit(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     record.update(extra)
     return {key: value for key, value in record.items() if value is not None}
+
+
+def remove_interrupted_writes(run_dir: Path) -> None:
+    """Temporary files of writes that a killed run left half-done (the real files are intact)."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "results"):
+        for path in remove_stale_temporaries(folder):
+            log.info("removed %s, left by an interrupted write", path)

@@ -30,7 +30,7 @@ from nas.errors import UserError
 from nas.genotype import Genotype, save_genotype
 from nas.io import atomic_write_jsonl
 from nas.registry import STRATEGIES
-from nas.run import provenance
+from nas.run import provenance, remove_interrupted_writes
 from nas.training import (EpochProgress, Trainer, count_parameters, format_count, lr_for_epoch, predict, rng_state,
                           set_lr, set_rng_state, start_run)
 
@@ -51,6 +51,8 @@ class SearchResult:
 def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,
                world: World = SINGLE) -> SearchResult:
     device, task, space = start_run(config, run_dir, progress, world)
+    if world.is_main:
+        remove_interrupted_writes(run_dir)
     strategy = STRATEGIES.get(config.strategy.name)(config.strategy, seed=config.seed)
     train_cfg = config.train
 
@@ -163,3 +165,4 @@ def _forever(make: Callable[[int], Any], skip: int) -> Iterator[dict[str, torch.
     yield from make(skip % per_pass)
     while True:
         yield from make(0)
+

@@ -42,6 +42,7 @@ def start_run(config: RunConfig, run_dir: Path, progress: bool, world: World = S
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     device = rank_device(resolve_device(config.train.device), world)
+    resolve_precision(config.train.precision, device)  # fail before any data is read
     init_world(world, device)
     task = TASKS.get(config.task.name)(config.task, run_dir, progress and world.is_main)
     space = SPACES.get(config.space.name)(config.space)

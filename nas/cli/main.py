@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 import nas
@@ -25,21 +26,48 @@ def build_parser() -> argparse.ArgumentParser:
     import search_spaces  # noqa: F401  (registers built-in spaces)
     import tasks  # noqa: F401  (registers built-in tasks)
     import nas.strategies  # noqa: F401  (registers built-in strategies)
-    from nas.cli import data_cmd, evaluate_cmd, genotype_cmd, retrain_cmd, search_cmd
+    from nas.cli import data_cmd, evaluate_cmd, genotype_cmd, retrain_cmd, search_cmd, submit_cmd
 
     parser = argparse.ArgumentParser(prog="nas", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vlnas {nas.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (search_cmd, retrain_cmd, evaluate_cmd, genotype_cmd, data_cmd):
+    for module in (search_cmd, retrain_cmd, submit_cmd, evaluate_cmd, genotype_cmd, data_cmd):
         module.add_parser(commands)
     return parser
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[\w.]+=")
+
+
+def gather_overrides(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Move dotted ``key=value`` overrides to the end, so they may sit between options
+    (argparse alone rejects positionals that follow an option once others came before it)."""
+    takes_value = {option for action in _all_actions(parser) if action.nargs != 0
+                   for option in action.option_strings}
+    moved, kept = [], []
+    for position, token in enumerate(argv):
+        previous = argv[position - 1] if position else ""
+        if _OVERRIDE.match(token) and previous not in takes_value:
+            moved.append(token)
+        else:
+            kept.append(token)
+    return kept + moved
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                actions += _all_actions(sub)
+    return actions
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parser.parse_args(gather_overrides(list(sys.argv[1:] if argv is None else argv), parser))
         return args.handler(args)
     except UserError as error:
         logging.getLogger("nas").debug("user error", exc_info=True)

@@ -1,0 +1,82 @@
+"""Data parallel training with real torch.distributed (gloo) processes on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas.checkpoint import load_checkpoint
+from nas.cli.main import main
+from nas.distributed import World
+from nas.data import GlobalBatchSampler
+from nas.genotype import load_genotype
+
+# Dropout off: ranks draw their own masks, so only a dropout-free run can match bit for bit.
+COMMON = ["--config", "smoke", "--quiet", "train.threads=1", "space.dropout=0", "task.dropout=0",
+          "train.epochs=1", "task.eval_split=none", "task.test_split=none"]
+
+
+def test_ranks_split_each_global_batch_like_one_bigger_batch() -> None:
+    one = list(GlobalBatchSampler(21, 8, True, seed=5))
+    ranks = [list(GlobalBatchSampler(21, 4, True, seed=5, world=World(rank=r, size=2))) for r in range(2)]
+    assert [sorted(a + b) for a, b in zip(*ranks)] == [sorted(batch) for batch in one]
+    assert [len(b) for b in ranks[0]] == [4, 4, 3] and [len(b) for b in ranks[1]] == [4, 4, 2]
+    # The tail smaller than the world is dropped rather than leaving a rank without data.
+    assert list(GlobalBatchSampler(9, 4, False, seed=0, world=World(rank=1, size=2))) == [[4, 5, 6, 7]]
+    # A resumed epoch skips the global batches already trained on.
+    assert list(GlobalBatchSampler(20, 2, False, seed=0, world=World(rank=0, size=2), start_step=3)) == [
+        [12, 13], [16, 17]]
+
+
+def _weights(run: Path) -> torch.Tensor:
+    model = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    return torch.cat([value.reshape(-1).float() for value in model.values()])
+
+
+def test_two_gloo_ranks_with_batch_b_train_like_one_process_with_batch_2b(tmp_path: Path) -> None:
+    genotype = Path(__file__).resolve().parent.parent / "genotypes" / "mcan.json"
+    runs = {name: tmp_path / name for name in ("two_ranks_b8", "one_b16", "one_b8")}
+    assert main(["retrain", "--genotype", str(genotype), "--out", str(runs["two_ranks_b8"]), "--nproc", "2",
+                 *COMMON, "train.batch_size=8"]) == 0
+    assert main(["retrain", "--genotype", str(genotype), "--out", str(runs["one_b16"]), *COMMON,
+                 "train.batch_size=16"]) == 0
+    assert main(["retrain", "--genotype", str(genotype), "--out", str(runs["one_b8"]), *COMMON,
+                 "train.batch_size=8"]) == 0
+    steps = load_checkpoint(runs["two_ranks_b8"] / "checkpoints" / "last.pt")["optimizer"]["state"][0]["step"]
+    assert int(steps) == 15  # 240 samples / (2 ranks x 8)
+    same = (_weights(runs["two_ranks_b8"]) - _weights(runs["one_b16"])).abs()
+    other = (_weights(runs["one_b8"]) - _weights(runs["one_b16"])).abs()
+    # Summed gradients differ only in float rounding. Adam turns rounding on a gradient of ~0 into a
+    # full lr-sized step of either sign, so a handful of weights may differ by about lr; the rest agree.
+    assert float(same.mean()) < 1e-7 and float((same > 1e-5).float().mean()) < 1e-4
+    assert float(other.mean()) > 1e-5 and float((other > 1e-5).float().mean()) > 0.1  # a real difference
+    losses = {name: json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+              for name, run in runs.items()}
+    assert losses["two_ranks_b8"] == pytest.approx(losses["one_b16"], rel=1e-6)
+    assert json.loads((runs["two_ranks_b8"] / "summary.json").read_text())["processes"] == 2
+
+
+def test_distributed_search_ranks_agree_on_the_genotype(tmp_path: Path) -> None:
+    two, one = tmp_path / "two", tmp_path / "one"
+    args = ["search", "--task", "vqa", "--config", "smoke", "--quiet", "train.threads=1", "space.dropout=0",
+            "task.dropout=0", "strategy.arch_start_epoch=0"]
+    assert main([*args, "--out", str(two), "--nproc", "2", "train.batch_size=8"]) == 0
+    assert main([*args, "--out", str(one), "train.batch_size=16"]) == 0
+    state_two = load_checkpoint(two / "search_checkpoint.pt")
+    state_one = load_checkpoint(one / "search_checkpoint.pt")
+    for label, alpha in state_two["strategy"]["alphas"].items():
+        assert torch.allclose(alpha, state_one["strategy"]["alphas"][label], atol=1e-4), label
+    assert load_genotype(two / "genotype.json").choices == load_genotype(one / "genotype.json").choices
+    assert load_genotype(two / "genotype.json").provenance["processes"] == 2
+
+
+def test_a_user_error_on_a_rank_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    genotype = Path(__file__).resolve().parent.parent / "genotypes" / "mcan.json"
+    code = main(["retrain", "--genotype", str(genotype), "--out", str(tmp_path / "r"), "--nproc", "2", *COMMON,
+                 "train.precision=fp16"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "fp16 needs a CUDA device" in err and "Traceback" not in err
