@@ -66,3 +66,20 @@ def test_find_experiment_by_name() -> None:
     assert find_experiment("smoke").name == "smoke.yaml"
     with pytest.raises(UserError, match="Built-in: .*smoke"):
         find_experiment("no-such-experiment")
+
+
+@pytest.mark.parametrize("task", ["vqa", "vgd", "itm"])
+def test_small_and_large_presets_carry_the_openvqa_sizes(task: str) -> None:
+    from search_spaces.mmnas.ops import OpSizes, make_op
+
+    base = Layer("defaults", {"task": {"name": task}, "space": {"name": "mmnas"}, "strategy": {"name": "mmnas"}})
+    small = resolve_config([base, yaml_layer(find_experiment("small"))])
+    large = resolve_config([base, yaml_layer(find_experiment("large"))])
+    assert (small.space.hidden, small.space.head_dim, small.task.flat_mlp, small.train.lr) == (512, 64, 512, 1.2e-4)
+    assert (large.space.hidden, large.space.head_dim, large.task.flat_mlp, large.train.lr) == (1024, 128, 1024, 7e-5)
+    for config in (small, large):  # 8 heads in every attention op, relation attention included
+        sizes = OpSizes(hidden=config.space.hidden, head_dim=config.space.head_dim, ffn_mult=config.space.ffn_mult,
+                        dropout=0.0, relation_dim=config.space.relation_dim)
+        for op in ("self_att", "rel_self_att", "guided_att"):
+            attention = next(m for m in make_op(op, sizes).modules() if hasattr(m, "heads"))
+            assert (attention.heads, attention.head_dim) == (8, config.space.hidden // 8)
