@@ -72,6 +72,9 @@ def init_world(world: World, device: torch.device) -> None:
 def rank_device(device: torch.device, world: World) -> torch.device:
     """Each rank its own GPU (by local rank) when the run asks for CUDA."""
     if device.type == "cuda" and world.distributed:
+        if world.local_rank >= torch.cuda.device_count():
+            raise UserError(f"{world.size} processes need {world.size} GPUs and this machine has "
+                            f"{torch.cuda.device_count()}; use fewer, or train.device=cpu for gloo on CPU")
         return torch.device("cuda", world.local_rank)
     return device
 

@@ -47,7 +47,7 @@ class AttentionFlatten(nn.Module):
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         # x: (B, L, H); keep: (B, L) bool, True for real positions
         scores = self.score(x)  # (B, L, G)
-        scores = scores.masked_fill(~keep.unsqueeze(-1), -1e9)
+        scores = scores.masked_fill(~keep.unsqueeze(-1), torch.finfo(scores.dtype).min)  # -1e9 overflows fp16
         weights = torch.softmax(scores, dim=1)  # (B, L, G)
         pooled = torch.einsum("blg,blh->bgh", weights, x).flatten(1)  # (B, G*H)
         return self.merge(pooled)  # (B, out_size)

@@ -139,7 +139,7 @@ class MmnasStrategy(Strategy):
                 self.alphas[_key(label)].copy_(value)
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # a CPU generator, wherever the checkpoint was mapped
 
 
 def _key(label: str) -> str:

@@ -55,7 +55,7 @@ class MultiHeadAttention(nn.Module):
         # query: (B, Lq, H); memory: (B, Lk, H); memory_keep: (B, Lk) bool; bias: (B, h, Lq, Lk)
         q, k, v = self._split(self.query(query)), self._split(self.key(memory)), self._split(self.value(memory))
         mask = torch.zeros(memory_keep.shape, dtype=q.dtype, device=q.device)
-        mask = mask.masked_fill(~memory_keep, -1e9)[:, None, None, :]  # (B, 1, 1, Lk)
+        mask = mask.masked_fill(~memory_keep, torch.finfo(q.dtype).min)[:, None, None, :]  # (B, 1, 1, Lk); fp16-safe
         if bias is not None:
             mask = mask + bias
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,

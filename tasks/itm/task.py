@@ -137,7 +137,7 @@ class ItmTask(Task):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for dataset, saved in zip(self.training_sets, state.get("sets", [])):
             dataset.rng.bit_generator.state = _rng_from_state(saved["rng"])
-            dataset.set_hard_negatives(*(None if saved[k] is None else saved[k].numpy()
+            dataset.set_hard_negatives(*(None if saved[k] is None else saved[k].cpu().numpy()
                                          for k in ("hard_captions", "hard_images")))
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

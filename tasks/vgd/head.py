@@ -32,5 +32,6 @@ class GroundingHead(nn.Module):
                 image_keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # text: (B, T, H); image: (B, N, H) -> scores (B, N), deltas (B, N, 4)
         fused = self.norm(self.text_pool(text, text_keep).unsqueeze(1) + self.region(image))  # (B, N, 2H)
-        scores = self.score(fused).squeeze(-1).masked_fill(~image_keep, -1e9)
+        scores = self.score(fused).squeeze(-1)
+        scores = scores.masked_fill(~image_keep, torch.finfo(scores.dtype).min)  # -1e9 overflows fp16
         return scores, self.regress(fused)
