@@ -80,3 +80,20 @@ def test_a_user_error_on_a_rank_is_one_line(tmp_path: Path, capsys: pytest.Captu
     assert code == 2
     err = capsys.readouterr().err
     assert "fp16 needs a CUDA device" in err and "Traceback" not in err
+
+
+def test_torchrun_launches_the_same_training_as_nproc(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    genotype = Path(__file__).resolve().parent.parent / "genotypes" / "mcan.json"
+    ours, theirs = tmp_path / "nproc", tmp_path / "torchrun"
+    args = ["--genotype", str(genotype), *COMMON, "train.batch_size=8"]
+    assert main(["retrain", "--out", str(ours), "--nproc", "2", *args]) == 0
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                             "--standalone", "-m", "nas", "retrain",
+                             "--out", str(theirs), *args], capture_output=True, text=True, timeout=180,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((theirs / "summary.json").read_text())["processes"] == 2
+    assert torch.equal(_weights(ours), _weights(theirs))
