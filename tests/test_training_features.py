@@ -177,3 +177,21 @@ def test_resuming_mid_epoch_matches_an_uninterrupted_epoch() -> None:
     resumed = second.train_epoch(make_loader(data, 4, True, seed=3, start_step=done.batches), "x", False, done)
     assert torch.equal(_params(second.model), _params(whole.model))
     assert resumed["loss"] == pytest.approx(stats["loss"], rel=1e-12)
+
+
+def test_a_diverging_retrain_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys) -> None:
+    from pathlib import Path
+
+    from nas.checkpoint import load_checkpoint
+    from nas.cli.main import main
+
+    genotype = Path(__file__).resolve().parent.parent / "genotypes" / "mcan.json"
+    out = tmp_path / "run"
+    code = main(["retrain", "--genotype", str(genotype), "--config", "smoke", "--quiet", "--out", str(out),
+                 "train.lr=1e12", "train.grad_clip=0", "train.checkpoint_every=1", "train.threads=1"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train 1/2: the loss became nan at optimizer step 2" in err[0]
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["epoch"] == 0 and state["progress"]["steps"] == 1  # the step before the bad one
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
