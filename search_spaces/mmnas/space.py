@@ -47,6 +47,9 @@ class MmnasSpace(SearchSpace):
     Config = MmnasConfig
     name = "mmnas"
     version = 1
+    # For diagrams (nas board): cell labels, and guided attention reads the encoder's output.
+    short_names = SHORT_NAMES
+    diagram_links = {"guided_att": "enc"}
 
     def choices(self) -> dict[str, list[str]]:
         labels = {f"enc/{i}": list(ENCODER_OPS) for i in range(self.config.enc_blocks)}

@@ -1,0 +1,1 @@
+"""TensorBoard views of searches, retrains and genotypes (``nas board``)."""
