@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -50,7 +50,11 @@ class RetrainResult:
 
 
 def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: bool = True,
-                resume: bool = False, genotype_source: str = "genotype", world: World = SINGLE) -> RetrainResult:
+                resume: bool = False, genotype_source: str = "genotype", world: World = SINGLE,
+                on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> RetrainResult:
+    """Train ``genotype`` in ``run_dir``. ``on_epoch(epoch, record)`` (1-based epoch; the record holds
+    ``metrics`` when there is an eval split) runs after each epoch's checkpoint and metrics are written,
+    so an exception it raises (e.g. a pruned trial) stops the run with every written file whole."""
     device, task, space = start_run(config, run_dir, progress, world)
     if world.is_main:
         remove_interrupted_writes(run_dir)
@@ -129,6 +133,8 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
             atomic_write_jsonl(run_dir / "metrics.jsonl", history)
         shown = f" {eval_split} {task.format_metrics(metrics)}" if metrics else ""
         log.info("epoch %d/%d loss=%.3f%s", epoch + 1, train_cfg.epochs, stats["loss"], shown)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, record)
 
     results_path, test_metrics = None, None
     if test_split:
