@@ -16,9 +16,10 @@ every rank holds the same architecture parameters and writes the same genotype.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -30,6 +31,7 @@ from nas.errors import UserError
 from nas.genotype import Genotype, save_genotype
 from nas.io import atomic_write_jsonl
 from nas.registry import STRATEGIES
+from nas.strategies.base import WeightAccess
 from nas.run import provenance, remove_interrupted_writes
 from nas.training import (EpochProgress, Trainer, count_parameters, format_count, lr_for_epoch, predict, rng_state,
                           set_lr, set_rng_state, start_run)
@@ -65,6 +67,7 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
     model.to(device)
     strategy.attach(space.prior(), device)
     strategy.reduce_gradients = lambda parameters: sum_gradients(parameters, world)
+    strategy.parameter_free_ops = frozenset(space.parameter_free_ops)
     if world.rank > 0:
         torch.manual_seed(config.seed + 7919 * world.rank)
     trainer = Trainer(model, task, train_cfg, device, world)
@@ -101,9 +104,17 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
     key = f"heldout_{task.primary_metric}"
     heldout_name = f"{train_split}[{config.strategy.split_portion:g}:]"
     loss_fn = lambda batch: task.loss(model(batch), batch)  # noqa: E731
+
+    def heldout_metrics(choices: Mapping[str, str], bar: bool) -> dict[str, Any]:
+        with strategy.fixed(choices), trainer.evaluation_weights():
+            predictions = predict(model, make_eval_loader(heldout_view, train_cfg.eval_batch_size, world), task,
+                                  device, "held-out eval", bar, world, trainer.autocast)
+        return task.evaluate(heldout_name, heldout_set, predictions)
+
     genotype = None
     for epoch in range(start_epoch, train_cfg.epochs):
         set_lr(trainer.optimizer, lr_for_epoch(epoch, train_cfg))
+        strategy.begin_epoch(epoch, train_cfg.epochs)
         done = EpochProgress(progress_state)
         if progress_state is None:
             task.begin_epoch(model, epoch, device)
@@ -113,12 +124,21 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
         arch_batches = _forever(lambda start: make_loader(heldout_set, train_cfg.batch_size, True, arch_seed,
                                                           train_cfg.num_workers, world=world, start_step=start),
                                 skip=arch_steps_done)
+        # Strategies whose arch steps look at the weights (second-order DARTS) get one weight batch per step.
+        weight_batches = _forever(lambda start: make_loader(weight_set, train_cfg.batch_size, True, arch_seed + 1,
+                                                            train_cfg.num_workers, world=world, start_step=start),
+                                  skip=arch_steps_done) if strategy.wants_weight_batch else None
 
-        def arch_step(step: int, epoch: int = epoch, arch_batches: Iterator = arch_batches) -> dict[str, float] | None:
+        def arch_step(step: int, epoch: int = epoch, arch_batches: Iterator = arch_batches,
+                      weight_batches: Iterator | None = weight_batches) -> dict[str, float] | None:
             if not strategy.wants_arch_step(epoch, step):
                 return None
+            batch = move_batch(next(arch_batches), device)
             with trainer.autocast():
-                return {"arch_loss": strategy.arch_step(loss_fn, move_batch(next(arch_batches), device))}
+                if weight_batches is None:
+                    return {"arch_loss": strategy.arch_step(loss_fn, batch)}
+                weights = WeightAccess(trainer.parameters, trainer.optimizer, move_batch(next(weight_batches), device))
+                return {"arch_loss": strategy.arch_step_with_weights(loss_fn, batch, weights)}
 
         def checkpoint_mid_epoch(now: EpochProgress, epoch: int = epoch) -> None:
             if train_cfg.checkpoint_every and now.steps % train_cfg.checkpoint_every == 0:
@@ -130,14 +150,19 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
                                     before_step=lambda step: strategy.before_weight_step(), after_step=arch_step,
                                     on_step=checkpoint_mid_epoch)
         choices = strategy.genotype()
-        with strategy.fixed(choices), trainer.evaluation_weights():
-            predictions = predict(model, make_eval_loader(heldout_view, train_cfg.eval_batch_size, world), task,
-                                  device, "held-out eval", progress, world, trainer.autocast)
-        metrics = task.evaluate(heldout_name, heldout_set, predictions)
+        if epoch == train_cfg.epochs - 1:
+            # Inside the last epoch, before its checkpoint: a rerun after a crash here redoes it exactly.
+            final = strategy.finish(lambda c: float(heldout_metrics(c, False)[task.primary_metric]))
+            choices = dict(final) if final is not None else choices
+        metrics = heldout_metrics(choices, progress)
         stable = 1 + (history[-1]["stable_epochs"] if history and history[-1]["genotype"] == choices else 0)
+        probabilities = strategy.probabilities()
+        entropy = {label: _entropy(probs.values()) for label, probs in probabilities.items()}
+        mean_entropy = sum(entropy.values()) / max(len(entropy), 1)
         record = {"epoch": epoch + 1, "lr": lr_for_epoch(epoch, train_cfg), **stats,
                   key: metrics[task.primary_metric], "metrics": metrics, "genotype": choices,
-                  "stable_epochs": stable, "probabilities": strategy.probabilities()}
+                  "stable_epochs": stable, "probabilities": probabilities, "entropy": entropy,
+                  "mean_entropy": mean_entropy}
         history.append(record)
         genotype = Genotype(space=space.name, task=task.name, choices=choices,
                             provenance=provenance(config, strategy=strategy.name, epoch=epoch + 1,
@@ -149,11 +174,16 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
             save_genotype(genotype, genotype_path)
             atomic_write_jsonl(run_dir / "search_log.jsonl", history)
         arch = f" arch_loss={stats['arch_loss']:.3f}" if "arch_loss" in stats else ""
-        log.info("epoch %d/%d loss=%.3f%s held-out %s | %s%s", epoch + 1, train_cfg.epochs, stats["loss"], arch,
-                 task.format_metrics(metrics), space.describe(choices),
+        log.info("epoch %d/%d loss=%.3f%s entropy=%.3f held-out %s | %s%s", epoch + 1, train_cfg.epochs, stats["loss"],
+                 arch, mean_entropy, task.format_metrics(metrics), space.describe(choices),
                  f" (unchanged for {stable} epochs)" if stable > 1 else "")
     assert genotype is not None
     return SearchResult(run_dir=run_dir, genotype_path=genotype_path, genotype=genotype, history=history)
+
+
+def _entropy(probabilities: Any) -> float:
+    """Shannon entropy (nats) of one block's op distribution: log(K) when uniform, 0 when decided."""
+    return -sum(p * math.log(p) for p in probabilities if p > 0)
 
 
 def _forever(make: Callable[[int], Any], skip: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -29,6 +29,9 @@ class SearchSpace(ABC):
 
     Config: ClassVar[type]
     name: ClassVar[str]
+    # Ops without weights (skip, pooling, zero). One-shot strategies can cap how many of them a
+    # genotype holds (``strategy.max_parameter_free``): DARTS-like searches drift towards them.
+    parameter_free_ops: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: Any) -> None:
         self.config = config

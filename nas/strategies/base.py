@@ -2,22 +2,39 @@
 
 A strategy owns the architecture parameters and its mixed ops. The loop owns
 the data, the network weights and their optimizer, and calls the strategy at
-fixed points: before each weight step, for architecture steps, and at the end
-of each epoch to read the current genotype.
+fixed points: at the start of each epoch, before each weight step, for
+architecture steps, at the end of each epoch to read the current genotype, and
+once after the last epoch's training (``finish``). Every hook but the abstract
+ones has a default that does nothing, so a strategy overrides only what it uses.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["Strategy", "LossFn"]
+__all__ = ["Strategy", "LossFn", "Evaluate", "WeightAccess"]
 
 LossFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+# Scores an architecture ({label: op}) on the held-out split with the current weights; higher is better.
+Evaluate = Callable[[Mapping[str, str]], float]
+
+
+@dataclass
+class WeightAccess:
+    """What an architecture step may see of the weights (second-order DARTS).
+
+    The strategy may change ``parameters`` in place but must restore them exactly.
+    """
+
+    parameters: list[nn.Parameter]  # the trainable network weights, in the optimizer's order
+    optimizer: torch.optim.Optimizer  # the weight optimizer (for its learning rate and weight decay)
+    batch: dict[str, torch.Tensor]  # one batch of the weight split, on the device
 
 
 class Strategy(ABC):
@@ -29,6 +46,8 @@ class Strategy(ABC):
         self.seed = seed
         # Set by the search loop: sums architecture gradients over ranks (a no-op for one process).
         self.reduce_gradients: Callable[[list[nn.Parameter]], None] = lambda parameters: None
+        # Set by the search loop from the space: ops without weights, for strategies that cap them.
+        self.parameter_free_ops: frozenset[str] = frozenset()
 
     @abstractmethod
     def make_block(self, label: str, candidates: list[str], make: Callable[[str], nn.Module]) -> nn.Module:
@@ -37,6 +56,12 @@ class Strategy(ABC):
     @abstractmethod
     def attach(self, prior: Mapping[str, str] | None, device: torch.device) -> None:
         """Create architecture parameters once every block exists."""
+
+    def begin_epoch(self, epoch: int, total_epochs: int) -> None:
+        """Called at the start of every epoch (0-based), resumed ones included: e.g. anneal a temperature.
+
+        Must depend only on its arguments, so that a resumed run sets the same state.
+        """
 
     def before_weight_step(self) -> None:
         """Choose what the next weight step trains (e.g. sample a path)."""
@@ -47,6 +72,26 @@ class Strategy(ABC):
     def arch_step(self, loss_fn: LossFn, batch: dict[str, torch.Tensor]) -> float:
         """One architecture update on a held-out batch; returns its loss."""
         raise NotImplementedError
+
+    @property
+    def wants_weight_batch(self) -> bool:
+        """Whether architecture steps also need a weight batch and the weights (``arch_step_with_weights``).
+
+        When true, the loop draws exactly one weight-split batch per architecture step.
+        """
+        return False
+
+    def arch_step_with_weights(self, loss_fn: LossFn, batch: dict[str, torch.Tensor], weights: WeightAccess) -> float:
+        """The richer architecture step the loop calls when ``wants_weight_batch`` is true."""
+        return self.arch_step(loss_fn, batch)
+
+    def finish(self, evaluate: Evaluate) -> dict[str, str] | None:
+        """Called once after the last epoch's weight training, before its genotype is written.
+
+        Returns the final architecture, or None to keep ``genotype()``. ``evaluate`` scores an
+        architecture on the held-out split with the current weights (e.g. for SPOS's evolution).
+        """
+        return None
 
     @abstractmethod
     def genotype(self) -> dict[str, str]:
