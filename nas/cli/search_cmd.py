@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 
 from nas.cli.common import add_run_arguments, config_layers, resume_layers, run_on_ranks, should_resume
-from nas.config import resolve_config
+from nas.config import Layer, resolve_config
+from nas.errors import UserError
+from nas.registry import STRATEGIES
 from nas.run import make_run_dir, save_config, setup_logging
 
 log = logging.getLogger("nas")
@@ -34,6 +37,14 @@ examples:
 
 With --nproc N (or torchrun) the ranks share every batch and sum their
 architecture gradients, so all of them hold one genotype.
+
+Multi-trial search with Optuna (--strategy optuna): each trial trains one
+sampled architecture for strategy.trial_epochs epochs; the study is kept in
+<out>/optuna.journal (or strategy.storage), so rerunning the command resumes it
+and several processes may share it. Writes genotype.json (best trial),
+trials.jsonl, trials/<number>/ and, with several objectives, pareto/<trial>.json.
+  nas search --task vqa --strategy optuna --config smoke strategy.trials=8 strategy.trial_epochs=2
+  nas search --task vqa --strategy optuna strategy.objectives=[accuracy,params] strategy.tune_lr=true
 """
 
 
@@ -50,13 +61,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from nas.search import CHECKPOINT
 
+    dropped: list[str] = []
     if args.resume:
         layers = resume_layers(args, "search")
     else:
         layers = config_layers(args, SEARCH_DEFAULTS)
+        files = slice(1, 1 + len(args.config))
+        layers[files], dropped = _without_other_strategies_keys(layers[files], _strategy_name(layers))
     config = resolve_config(layers)
     run_dir = make_run_dir(args.out, "search", config.task.name)
     setup_logging(run_dir, args.quiet)
+    if dropped:
+        log.info("ignored %s: settings of other strategies, not of %s", ", ".join(dropped), config.strategy.name)
+    if getattr(STRATEGIES.get(config.strategy.name), "multi_trial", False):
+        return _multi_trial(args, config, run_dir)
     resume = should_resume(args, config, run_dir / CHECKPOINT)
     save_config(config, run_dir)
     run_on_ranks(args.nproc, run_dir, args.quiet, _work, config, run_dir, not args.quiet, resume)
@@ -75,6 +93,63 @@ def _work(config, run_dir, progress: bool, resume: bool, world) -> None:
     print(f"  held-out {_primary(result)} of the argmax architecture: {last[key]:.2f}"
           f" (epoch {last['epoch']}, unchanged for {last['stable_epochs']} epoch(s))")
     print(f"next: nas retrain --genotype {result.genotype_path}")
+
+
+def _multi_trial(args: argparse.Namespace, config, run_dir) -> int:
+    from nas.distributed import world_from_env
+    from nas.multitrial import LR_PARAM, run_multitrial_search
+
+    if args.nproc > 1 or world_from_env().distributed:
+        raise UserError(f"--nproc / torchrun: strategy {config.strategy.name} trains one process per trial; to run "
+                        "trials in parallel, start 'nas search' again with the same --out (or strategy.storage)")
+    result = run_multitrial_search(config, run_dir, progress=not args.quiet, resume=args.resume)
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts.items()))
+    print(f"study '{result.study_name}' in {result.storage}: {counts}; every trial in {result.trials_path}")
+    if result.genotype_path is None:
+        print("no trial completed, so no genotype was written")
+        return 0
+    best = result.best
+    primary = result.objectives[0].name
+    print(f"genotype: {result.genotype_path}")
+    print(f"  best trial {best.number}: {config.task.eval_split} {primary} {best.values[0]:.2f}"
+          f" after {config.strategy.trial_epochs} epoch(s)")
+    if result.pareto_paths:
+        print(f"  Pareto front ({', '.join(o.name for o in result.objectives)}): "
+              f"{len(result.pareto_paths)} genotype(s) in {result.pareto_paths[0].parent}")
+    lr = best.params.get(LR_PARAM)  # a tuned learning rate is the trial's, not the config's
+    print(f"next: nas retrain --genotype {result.genotype_path}" + (f" train.lr={lr:.3g}" if lr else ""))
+    return 0
+
+
+def _strategy_name(layers: list[Layer]) -> str | None:
+    name = None
+    for layer in layers:
+        section = layer.values.get("strategy")
+        if isinstance(section, dict) and isinstance(section.get("name"), str):
+            name = section["name"]
+    return name
+
+
+def _without_other_strategies_keys(files: list[Layer], strategy: str | None) -> tuple[list[Layer], list[str]]:
+    """Experiment files may tune several strategies (smoke.yaml sets mmnas's warm-up): drop the
+    ``strategy.*`` keys that only other registered strategies declare, so ``--strategy optuna
+    --config smoke`` works. Keys no strategy declares, and command-line overrides, still fail."""
+    if strategy is None or strategy not in STRATEGIES:
+        return files, []
+    own = {f.name for f in dataclasses.fields(STRATEGIES.get(strategy).Config)}
+    others = {f.name for name in STRATEGIES.names() if name != strategy
+              for f in dataclasses.fields(STRATEGIES.get(name).Config)}
+    kept, dropped = [], []
+    for layer in files:
+        section = layer.values.get("strategy")
+        if not isinstance(section, dict):
+            kept.append(layer)
+            continue
+        foreign = [key for key in section if key not in own and key in others]
+        dropped += [f"strategy.{key} ({layer.source})" for key in foreign]
+        values = {**layer.values, "strategy": {k: v for k, v in section.items() if k not in foreign}}
+        kept.append(Layer(layer.source, values))
+    return kept, dropped
 
 
 def _primary(result) -> str:
