@@ -1,4 +1,4 @@
 """Built-in search strategies, imported explicitly so their registrations run."""
 
-from nas.strategies import mmnas  # noqa: F401
+from nas.strategies import darts, gdas, mmnas, spos  # noqa: F401
 from nas.strategies import optuna_strategy  # noqa: F401  (multi-trial; see nas.multitrial)
