@@ -1,7 +1,8 @@
 """Pieces shared by the one-shot strategies DARTS, GDAS and SPOS.
 
 - ``OneShotConfig``: the settings every one of them has (the weight / held-out
-  split, when architecture steps run, the cap on parameter-free ops).
+  split, the cap on parameter-free ops); ``LogitConfig`` adds when architecture
+  steps run and their optimizer.
 - ``LogitStrategy``: a strategy with one vector of architecture logits per block,
   optimized with Adam on held-out batches (DARTS and GDAS differ only in how a
   block runs during weight and architecture steps).
@@ -33,13 +34,13 @@ log = logging.getLogger("nas.strategies")
 class OneShotConfig:
     name: str = ""
     split_portion: float = 0.5  # first part of train for weights, the rest (held out) for architecture
-    arch_start_epoch: int = 0  # warm-up epochs of weight training before any architecture step
-    arch_every: int = 1  # one architecture step per this many weight steps
     max_parameter_free: int | None = None  # most blocks a genotype may give a parameter-free op; null: no cap
 
 
 @dataclass
 class LogitConfig(OneShotConfig):
+    arch_start_epoch: int = 0  # warm-up epochs of weight training before any architecture step
+    arch_every: int = 1  # one architecture step per this many weight steps
     # DARTS's and GDAS's architecture optimizer: Adam, lr 3e-4, betas (0.5, 0.999), weight decay 1e-3.
     arch_lr: float = 3e-4
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
@@ -50,10 +51,6 @@ class LogitConfig(OneShotConfig):
 def check_one_shot_config(config: OneShotConfig) -> None:
     if not 0.0 < config.split_portion < 1.0:
         raise UserError(f"strategy.split_portion must be between 0 and 1, got {config.split_portion}")
-    if config.arch_every < 1:
-        raise UserError(f"strategy.arch_every must be >= 1, got {config.arch_every}")
-    if config.arch_start_epoch < 0:
-        raise UserError(f"strategy.arch_start_epoch must be >= 0, got {config.arch_start_epoch}")
     if config.max_parameter_free is not None and config.max_parameter_free < 0:
         raise UserError(f"strategy.max_parameter_free must be >= 0 or null, got {config.max_parameter_free}")
 
@@ -100,6 +97,10 @@ class LogitStrategy(Strategy):
     def __init__(self, config: LogitConfig, seed: int) -> None:
         super().__init__(config, seed)
         check_one_shot_config(config)
+        if config.arch_every < 1:
+            raise UserError(f"strategy.arch_every must be >= 1, got {config.arch_every}")
+        if config.arch_start_epoch < 0:
+            raise UserError(f"strategy.arch_start_epoch must be >= 0, got {config.arch_start_epoch}")
         if len(config.arch_betas) != 2:
             raise UserError(f"strategy.arch_betas must have two values, got {config.arch_betas}")
         self.blocks: dict[str, GatedMixedOp] = {}

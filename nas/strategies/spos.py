@@ -43,8 +43,6 @@ log = logging.getLogger("nas.strategies")
 class SposConfig(OneShotConfig):
     name: str = "spos"
     split_portion: float = 0.8  # held out only for the final evolution, so most data trains weights
-    # SPOS has no architecture steps; arch_start_epoch and arch_every are accepted (experiment files share
-    # the strategy section) and unused.
     population: int = 8  # subnets scored per generation (SPOS: 50)
     parents: int = 4  # best subnets kept as parents (SPOS: 10)
     mutations: int = 4  # children by mutation per generation (SPOS: 25)
