@@ -21,10 +21,11 @@ import torch
 
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import RunConfig, config_to_dict
-from nas.data import make_eval_loader, make_loader
+from nas.data import make_eval_loader, make_loader, move_batch
 from nas.distributed import SINGLE, World, gather_lists, main_first
 from nas.errors import UserError
 from nas.genotype import Genotype
+from nas.board.writer import BoardWriter, forward_flops_per_sample, op_counts
 from nas.io import atomic_write_json, atomic_write_jsonl
 from nas.run import remove_interrupted_writes
 from nas.space import fixed_block_factory
@@ -99,6 +100,8 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
         for path in tag_paths:
             save_checkpoint(state, run_dir / path)
 
+    # TensorBoard: per-epoch scalars, then one HParams row for the run (rank 0 writes).
+    board = BoardWriter(run_dir / "tensorboard") if world.is_main else None
     baseline = None
     if eval_split and world.is_main:
         baseline = task.baseline(data.splits[train_split], eval_split, data.splits[eval_split])
@@ -131,6 +134,7 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
         save([LAST, BEST] if improved else [LAST], epoch + 1, None)
         if world.is_main:
             atomic_write_jsonl(run_dir / "metrics.jsonl", history)
+            board.train_epoch(record)
         shown = f" {eval_split} {task.format_metrics(metrics)}" if metrics else ""
         log.info("epoch %d/%d loss=%.3f%s", epoch + 1, train_cfg.epochs, stats["loss"], shown)
         if on_epoch is not None:
@@ -157,8 +161,32 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
     summary_path = run_dir / "summary.json"
     if world.is_main:
         atomic_write_json(summary_path, summary)
+        _board_summary(board, config, genotype, model, data, train_split, task.primary_metric, metrics, best,
+                       test_split, test_metrics)
+        board.close()
     return RetrainResult(run_dir, task.primary_metric, metrics, baseline, results_path, summary_path,
                          test_split, test_metrics)
+
+
+def _board_summary(board: BoardWriter, config: RunConfig, genotype: Genotype, model, data, train_split: str,
+                   primary: str, metrics: dict[str, Any], best: float | None, test_split: str | None,
+                   test_metrics: dict[str, Any] | None) -> None:
+    """The run's HParams row: what it trained (genotype summary, size, cost, recipe) and how it did."""
+    sample = next(iter(make_eval_loader(data.splits[train_split], 8)))
+    hparams: dict[str, Any] = {
+        "task": config.task.name, "space": config.space.name, "hidden": config.space.hidden,
+        "lr": config.train.lr, "batch_size": config.train.batch_size, "epochs": config.train.epochs,
+        "parameters": count_parameters(model), "forward_gflops_per_sample":
+            round(forward_flops_per_sample(model, move_batch(sample, next(model.parameters()).device)) / 1e9, 6),
+        **op_counts(genotype.choices)}
+    results: dict[str, float] = {}
+    if primary in metrics:
+        results[f"hparams/final_{primary}"] = float(metrics[primary])
+    if best is not None:
+        results[f"hparams/best_{primary}"] = float(best)
+    if test_metrics and primary in test_metrics:
+        results[f"hparams/{test_split}_{primary}"] = float(test_metrics[primary])
+    board.hparams(hparams, results or {"hparams/epochs": float(config.train.epochs)})
 
 
 def _restore_rng(state: dict[str, Any], world: World, source: Path) -> None:

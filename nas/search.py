@@ -16,7 +16,6 @@ every rank holds the same architecture parameters and writes the same genotype.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -28,6 +27,7 @@ from nas.config import RunConfig
 from nas.data import contiguous_split, make_eval_loader, make_loader, move_batch
 from nas.distributed import SINGLE, World, gather_lists, main_first, sum_gradients
 from nas.errors import UserError
+from nas.board.writer import BoardWriter, entropy as op_entropy
 from nas.genotype import Genotype, save_genotype
 from nas.io import atomic_write_jsonl
 from nas.registry import STRATEGIES
@@ -78,6 +78,9 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
     history: list[dict[str, Any]] = []
     start_epoch, progress_state = 0, None
     checkpoint_path = run_dir / CHECKPOINT
+    # TensorBoard: per-epoch scalars, heatmap, genotype diagram, table and diff (rank 0 writes).
+    board = (BoardWriter(run_dir / "tensorboard", getattr(space, "short_names", {}), getattr(space, "diagram_links", {}))
+             if world.is_main else None)
     if resume:
         state = load_checkpoint(checkpoint_path, map_location=device)
         trainer.load_state_dict(state, str(checkpoint_path))
@@ -157,7 +160,7 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
         metrics = heldout_metrics(choices, progress)
         stable = 1 + (history[-1]["stable_epochs"] if history and history[-1]["genotype"] == choices else 0)
         probabilities = strategy.probabilities()
-        entropy = {label: _entropy(probs.values()) for label, probs in probabilities.items()}
+        entropy = {label: op_entropy(probs) for label, probs in probabilities.items()}
         mean_entropy = sum(entropy.values()) / max(len(entropy), 1)
         record = {"epoch": epoch + 1, "lr": lr_for_epoch(epoch, train_cfg), **stats,
                   key: metrics[task.primary_metric], "metrics": metrics, "genotype": choices,
@@ -173,17 +176,15 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
         if world.is_main:
             save_genotype(genotype, genotype_path)
             atomic_write_jsonl(run_dir / "search_log.jsonl", history)
+            board.search_epoch(record, history[-2] if len(history) > 1 else None, key)
         arch = f" arch_loss={stats['arch_loss']:.3f}" if "arch_loss" in stats else ""
         log.info("epoch %d/%d loss=%.3f%s entropy=%.3f held-out %s | %s%s", epoch + 1, train_cfg.epochs, stats["loss"],
                  arch, mean_entropy, task.format_metrics(metrics), space.describe(choices),
                  f" (unchanged for {stable} epochs)" if stable > 1 else "")
     assert genotype is not None
+    if board is not None:
+        board.close()
     return SearchResult(run_dir=run_dir, genotype_path=genotype_path, genotype=genotype, history=history)
-
-
-def _entropy(probabilities: Any) -> float:
-    """Shannon entropy (nats) of one block's op distribution: log(K) when uniform, 0 when decided."""
-    return -sum(p * math.log(p) for p in probabilities if p > 0)
 
 
 def _forever(make: Callable[[int], Any], skip: int) -> Iterator[dict[str, torch.Tensor]]:

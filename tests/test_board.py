@@ -94,3 +94,53 @@ def test_board_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         from nas.board.collect import collect
 
         collect([tmp_path / "b"])
+
+
+def test_tensorboard_serves_a_tiny_search_and_a_tiny_sweep(tmp_path: Path) -> None:
+    """The run directories' own logs: a one-shot search, and an Optuna sweep whose trials are retrains."""
+    search, sweep = tmp_path / "logs" / "search", tmp_path / "logs" / "sweep"
+    common = ["--config", "smoke", "--quiet", "train.threads=1"]
+    assert main(["search", "--task", "vqa", "--out", str(search), *common]) == 0
+    assert main(["search", "--task", "vqa", "--strategy", "optuna", "--out", str(sweep), *common,
+                 "strategy.trials=2", "strategy.trial_epochs=1"]) == 0
+    process, url = start_tensorboard(tmp_path / "logs", "127.0.0.1", 0)
+    try:
+        runs = set(_get(url + "data/runs"))
+        trials = sorted(r for r in runs if r.startswith("sweep/trials/"))
+        assert "search/tensorboard" in runs and len(trials) == 2
+        scalars = _get(url + "data/plugin/scalars/tags")
+        assert {"search/loss", "search/heldout_accuracy", "architecture/mean_entropy", "architecture/argmax_changes",
+                "entropy/dec/0"} <= set(scalars["search/tensorboard"])
+        points = _get(url + "data/plugin/scalars/scalars?tag=search/loss&run=search/tensorboard")
+        assert [p[1] for p in points] == [1, 2]  # one point per epoch
+        for tag in ("architecture/probabilities", "architecture/genotype"):  # one picture per epoch
+            entries = _get(url + f"data/plugin/images/images?run=search/tensorboard&tag={tag}")
+            assert [e["step"] for e in entries] == [1, 2], tag
+        text = _get(url + "data/plugin/text/tags")["search/tensorboard"]
+        assert {"genotype/table/text_summary", "genotype/diff/text_summary"} <= set(text)
+        for trial in trials:
+            assert {"train/loss", "eval/accuracy"} <= set(scalars[trial])
+        groups = _post(url + "data/plugin/hparams/session_groups",
+                       {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+                        "colParams": [], "startIndex": 0, "sliceSize": 100})
+        rows = {s["name"]: g for g in groups["sessionGroups"] for s in g["sessions"]}
+        assert set(trials) <= set(rows)
+        for trial in trials:
+            hparams = rows[trial]["hparams"]
+            assert hparams["task"] == "vqa" and hparams["parameters"] > 0 and hparams["forward_gflops_per_sample"] > 0
+            assert sum(v for k, v in hparams.items() if k.startswith("dec.")) == 3  # smoke: 3 decoder blocks
+            metrics = {m["name"]["tag"]: m["value"] for m in rows[trial]["metricValues"]}
+            assert "hparams/final_accuracy" in metrics
+        image = urllib.request.urlopen(url + "data/plugin/images/individualImage?"
+                                       + _image_query(url, "search/tensorboard", "architecture/genotype"), timeout=30)
+        assert image.read(8) == b"\x89PNG\r\n\x1a\n"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _image_query(url: str, run: str, tag: str) -> str:
+    from urllib.parse import quote
+
+    entries = _get(url + f"data/plugin/images/images?run={quote(run)}&tag={quote(tag)}")
+    return entries[-1]["query"]

@@ -18,7 +18,8 @@ import numpy as np
 
 from nas.board.diagrams import genotype_diagram, probability_heatmap, streams_of
 
-__all__ = ["BoardWriter", "entropy", "genotype_table", "genotype_diff", "op_counts", "flat_scalars"]
+__all__ = ["BoardWriter", "entropy", "genotype_table", "genotype_diff", "op_counts", "flat_scalars",
+           "forward_flops_per_sample"]
 
 
 def entropy(probabilities: Mapping[str, float]) -> float:
@@ -79,6 +80,21 @@ def flat_scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, floa
         elif isinstance(value, Mapping):
             found.update(flat_scalars(value, name))
     return found
+
+
+def forward_flops_per_sample(model: Any, batch: Mapping[str, Any]) -> float:
+    """FLOPs of one forward pass per sample, counted by torch on a real batch (eval mode, no grad)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(batch)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / max(len(batch["tokens"]), 1)
 
 
 class BoardWriter:
