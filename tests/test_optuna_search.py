@@ -288,6 +288,8 @@ def test_user_mistakes_are_one_line_errors(override: str, expected: str, tmp_pat
     assert main([*SEARCH, "--out", str(tmp_path / "x"), override, *extra]) == 2
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1, err
+    if "storage" not in override:  # checked before the run directory is made
+        assert not (tmp_path / "x").exists()
     assert not (tmp_path / "x" / "optuna.journal").exists()
 
 

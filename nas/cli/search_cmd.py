@@ -69,11 +69,14 @@ def run(args: argparse.Namespace) -> int:
         files = slice(1, 1 + len(args.config))
         layers[files], dropped = _without_other_strategies_keys(layers[files], _strategy_name(layers))
     config = resolve_config(layers)
+    multi_trial = getattr(STRATEGIES.get(config.strategy.name), "multi_trial", False)
+    if multi_trial:
+        _check_multi_trial(args, config)  # before the run directory is made
     run_dir = make_run_dir(args.out, "search", config.task.name)
     setup_logging(run_dir, args.quiet)
     if dropped:
         log.info("ignored %s: settings of other strategies, not of %s", ", ".join(dropped), config.strategy.name)
-    if getattr(STRATEGIES.get(config.strategy.name), "multi_trial", False):
+    if multi_trial:
         return _multi_trial(args, config, run_dir)
     resume = should_resume(args, config, run_dir / CHECKPOINT)
     save_config(config, run_dir)
@@ -95,13 +98,19 @@ def _work(config, run_dir, progress: bool, resume: bool, world) -> None:
     print(f"next: nas retrain --genotype {result.genotype_path}")
 
 
-def _multi_trial(args: argparse.Namespace, config, run_dir) -> int:
+def _check_multi_trial(args: argparse.Namespace, config) -> None:
     from nas.distributed import world_from_env
-    from nas.multitrial import LR_PARAM, run_multitrial_search
+    from nas.multitrial import check_settings
 
     if args.nproc > 1 or world_from_env().distributed:
         raise UserError(f"--nproc / torchrun: strategy {config.strategy.name} trains one process per trial; to run "
                         "trials in parallel, start 'nas search' again with the same --out (or strategy.storage)")
+    check_settings(config)
+
+
+def _multi_trial(args: argparse.Namespace, config, run_dir) -> int:
+    from nas.multitrial import LR_PARAM, run_multitrial_search
+
     result = run_multitrial_search(config, run_dir, progress=not args.quiet, resume=args.resume)
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts.items()))
     print(f"study '{result.study_name}' in {result.storage}: {counts}; every trial in {result.trials_path}")
