@@ -58,8 +58,9 @@ from nas.space import fixed_block_factory
 from nas.training import DivergenceError, count_parameters, resolve_device, resolve_precision
 
 __all__ = ["run_multitrial_search", "MultiTrialResult", "Objective", "resolve_objectives", "check_settings",
-           "open_storage", "make_sampler", "make_pruner", "sweep_dead_trials", "measure_latency", "JOURNAL",
-           "LR_PARAM"]
+           "open_storage", "PerTrialSeededSampler", "make_sampler", "make_pruner", "process_identity",
+           "sweep_dead_trials", "trial_config", "measure_latency", "measure_child", "write_outputs", "trial_genotype",
+           "JOURNAL", "LR_PARAM"]
 
 log = logging.getLogger("nas.multitrial")
 
@@ -391,9 +392,9 @@ def measure_child(config: RunConfig, choices: Mapping[str, str], trial_dir: Path
 class _Trial:
     """One trial: sample, train through the retrain loop, measure, return the objective values."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, config: RunConfig, run_dir: Path,
-                 objectives: list[Objective], progress: bool) -> None:
-        self.study, self.trial, self.config, self.objectives = study, trial, config, objectives
+    def __init__(self, trial: optuna.Trial, config: RunConfig, run_dir: Path, objectives: list[Objective],
+                 progress: bool) -> None:
+        self.trial, self.config, self.objectives = trial, config, objectives
         self.dir = run_dir / "trials" / str(trial.number)
         self.progress = progress
         self.primary = objectives[0].name
@@ -534,7 +535,7 @@ def _run_one(study: optuna.Study, config: RunConfig, run_dir: Path, objectives: 
     heartbeat = _Heartbeat(trial, config.strategy.heartbeat_interval)
     values, state, error = None, TrialState.COMPLETE, None
     try:
-        values = _Trial(study, trial, config, run_dir, objectives, progress).run()
+        values = _Trial(trial, config, run_dir, objectives, progress).run()
     except optuna.TrialPruned as pruned:
         state, error = TrialState.PRUNED, pruned
     except DivergenceError as diverged:  # this architecture or learning rate diverges: try another
