@@ -93,7 +93,7 @@ def _work(config, run_dir, progress: bool, resume: bool, world) -> None:
     last = result.history[-1]
     key = f"heldout_{_primary(result)}"
     print(f"genotype: {result.genotype_path}")
-    print(f"  held-out {_primary(result)} of the argmax architecture: {last[key]:.2f}"
+    print(f"  held-out {_primary(result)} of the exported architecture: {last[key]:.2f}"
           f" (epoch {last['epoch']}, unchanged for {last['stable_epochs']} epoch(s))")
     print(f"next: nas retrain --genotype {result.genotype_path}")
 
