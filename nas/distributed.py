@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -129,16 +131,25 @@ def launch(nproc: int, target: Callable[..., Any], *args: Any) -> None:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
     # torch logs a warning for each sibling it stops after one rank fails; the error says enough.
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
+    # Ctrl-C reaches every rank of the terminal's process group; the ranks stop together at a step
+    # boundary and save, so this launcher ignores it and waits for them.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
     with tempfile.TemporaryDirectory(prefix="vlnas-ranks-") as errors:
         try:
             mp.start_processes(_child, args=(nproc, _free_port(), errors, target, args), nprocs=nproc, join=True,
                                start_method="spawn")
         except mp.ProcessExitedException as error:
+            if error.exit_code == 130:
+                raise KeyboardInterrupt from None
             messages = sorted(Path(errors).glob("rank*.error"))
             if messages:
                 raise UserError(messages[0].read_text()) from None
             raise UserError(f"rank {error.error_index} exited with code {error.exit_code} "
                             "(its traceback is above)") from None
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
 
 
 def sum_gradients(parameters: Iterable[torch.nn.Parameter], world: World) -> None:

@@ -30,7 +30,7 @@ from nas.io import atomic_write_json, atomic_write_jsonl
 from nas.run import remove_interrupted_writes
 from nas.space import fixed_block_factory
 from nas.training import (EpochProgress, Trainer, count_parameters, format_count, lr_for_epoch, predict, rng_state,
-                          set_lr, set_rng_state, start_run)
+                          set_lr, set_rng_state, start_run, stop_at_step_boundary)
 
 __all__ = ["run_retrain", "RetrainResult", "LAST", "BEST"]
 
@@ -106,39 +106,41 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
     if eval_split and world.is_main:
         baseline = task.baseline(data.splits[train_split], eval_split, data.splits[eval_split])
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, train_cfg.epochs):
-        set_lr(trainer.optimizer, lr_for_epoch(epoch, train_cfg))
-        done = EpochProgress(progress_state)
-        if progress_state is None:
-            task.begin_epoch(model, epoch, device)
-        progress_state = None
+    with stop_at_step_boundary():  # Ctrl-C / SIGTERM: finish the step, save, then stop
+        for epoch in range(start_epoch, train_cfg.epochs):
+            set_lr(trainer.optimizer, lr_for_epoch(epoch, train_cfg))
+            done = EpochProgress(progress_state)
+            if progress_state is None:
+                task.begin_epoch(model, epoch, device)
+            progress_state = None
 
-        def checkpoint_mid_epoch(now: EpochProgress, epoch: int = epoch) -> None:
-            if train_cfg.checkpoint_every and now.steps % train_cfg.checkpoint_every == 0:
-                save([LAST], epoch, now)
+            def checkpoint_mid_epoch(now: EpochProgress, epoch: int = epoch) -> None:
+                if train_cfg.checkpoint_every and now.steps % train_cfg.checkpoint_every == 0:
+                    save([LAST], epoch, now)
 
-        loader = make_loader(data.splits[train_split], train_cfg.batch_size, True, config.seed + epoch,
-                             train_cfg.num_workers, world=world, start_step=done.batches)
-        stats = trainer.train_epoch(loader, f"train {epoch + 1}/{train_cfg.epochs}", progress, done,
-                                    on_step=checkpoint_mid_epoch)
-        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_for_epoch(epoch, train_cfg), **stats}
-        if eval_split:
-            with trainer.evaluation_weights():
-                metrics = _evaluate(trainer, task, data.splits[eval_split], eval_split, config, world, progress)
-            record["metrics"] = metrics
-        history.append(record)
-        score = metrics.get(task.primary_metric) if metrics else None
-        improved = score is not None and (best is None or score > best)
-        if improved:
-            best = score
-        save([LAST, BEST] if improved else [LAST], epoch + 1, None)
-        if world.is_main:
-            atomic_write_jsonl(run_dir / "metrics.jsonl", history)
-            board.train_epoch(record)
-        shown = f" {eval_split} {task.format_metrics(metrics)}" if metrics else ""
-        log.info("epoch %d/%d loss=%.3f%s", epoch + 1, train_cfg.epochs, stats["loss"], shown)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, record)
+            loader = make_loader(data.splits[train_split], train_cfg.batch_size, True, config.seed + epoch,
+                                 train_cfg.num_workers, world=world, start_step=done.batches)
+            stats = trainer.train_epoch(loader, f"train {epoch + 1}/{train_cfg.epochs}", progress, done,
+                                        on_step=checkpoint_mid_epoch,
+                                            on_stop=lambda now, epoch=epoch: save([LAST], epoch, now))
+            record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_for_epoch(epoch, train_cfg), **stats}
+            if eval_split:
+                with trainer.evaluation_weights():
+                    metrics = _evaluate(trainer, task, data.splits[eval_split], eval_split, config, world, progress)
+                record["metrics"] = metrics
+            history.append(record)
+            score = metrics.get(task.primary_metric) if metrics else None
+            improved = score is not None and (best is None or score > best)
+            if improved:
+                best = score
+            save([LAST, BEST] if improved else [LAST], epoch + 1, None)
+            if world.is_main:
+                atomic_write_jsonl(run_dir / "metrics.jsonl", history)
+                board.train_epoch(record)
+            shown = f" {eval_split} {task.format_metrics(metrics)}" if metrics else ""
+            log.info("epoch %d/%d loss=%.3f%s", epoch + 1, train_cfg.epochs, stats["loss"], shown)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, record)
 
     results_path, test_metrics = None, None
     if test_split:

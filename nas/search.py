@@ -34,7 +34,7 @@ from nas.registry import STRATEGIES
 from nas.strategies.base import WeightAccess
 from nas.run import provenance, remove_interrupted_writes
 from nas.training import (EpochProgress, Trainer, count_parameters, format_count, lr_for_epoch, predict, rng_state,
-                          set_lr, set_rng_state, start_run)
+                          set_lr, set_rng_state, start_run, stop_at_step_boundary)
 
 __all__ = ["run_search", "SearchResult", "CHECKPOINT"]
 
@@ -79,8 +79,10 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
     start_epoch, progress_state = 0, None
     checkpoint_path = run_dir / CHECKPOINT
     # TensorBoard: per-epoch scalars, heatmap, genotype diagram, table and diff (rank 0 writes).
-    board = (BoardWriter(run_dir / "tensorboard", getattr(space, "short_names", {}), getattr(space, "diagram_links", {}))
-             if world.is_main else None)
+    board = None
+    if world.is_main:
+        board = BoardWriter(run_dir / "tensorboard", getattr(space, "short_names", {}),
+                            getattr(space, "diagram_links", {}))
     if resume:
         state = load_checkpoint(checkpoint_path, map_location=device)
         trainer.load_state_dict(state, str(checkpoint_path))
@@ -115,72 +117,74 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
         return task.evaluate(heldout_name, heldout_set, predictions)
 
     genotype = None
-    for epoch in range(start_epoch, train_cfg.epochs):
-        set_lr(trainer.optimizer, lr_for_epoch(epoch, train_cfg))
-        strategy.begin_epoch(epoch, train_cfg.epochs)
-        done = EpochProgress(progress_state)
-        if progress_state is None:
-            task.begin_epoch(model, epoch, device)
-        progress_state = None
-        arch_seed = config.seed + 7919 * (epoch + 1)
-        arch_steps_done = sum(strategy.wants_arch_step(epoch, step) for step in range(done.steps))
-        arch_batches = _forever(lambda start: make_loader(heldout_set, train_cfg.batch_size, True, arch_seed,
-                                                          train_cfg.num_workers, world=world, start_step=start),
-                                skip=arch_steps_done)
-        # Strategies whose arch steps look at the weights (second-order DARTS) get one weight batch per step.
-        weight_batches = _forever(lambda start: make_loader(weight_set, train_cfg.batch_size, True, arch_seed + 1,
-                                                            train_cfg.num_workers, world=world, start_step=start),
-                                  skip=arch_steps_done) if strategy.wants_weight_batch else None
+    with stop_at_step_boundary():  # Ctrl-C / SIGTERM: finish the step, save, then stop
+        for epoch in range(start_epoch, train_cfg.epochs):
+            set_lr(trainer.optimizer, lr_for_epoch(epoch, train_cfg))
+            strategy.begin_epoch(epoch, train_cfg.epochs)
+            done = EpochProgress(progress_state)
+            if progress_state is None:
+                task.begin_epoch(model, epoch, device)
+            progress_state = None
+            arch_seed = config.seed + 7919 * (epoch + 1)
+            arch_steps_done = sum(strategy.wants_arch_step(epoch, step) for step in range(done.steps))
+            arch_batches = _forever(lambda start: make_loader(heldout_set, train_cfg.batch_size, True, arch_seed,
+                                                              train_cfg.num_workers, world=world, start_step=start),
+                                    skip=arch_steps_done)
+            # Strategies whose arch steps look at the weights (second-order DARTS) get one weight batch per step.
+            weight_batches = _forever(lambda start: make_loader(weight_set, train_cfg.batch_size, True, arch_seed + 1,
+                                                                train_cfg.num_workers, world=world, start_step=start),
+                                      skip=arch_steps_done) if strategy.wants_weight_batch else None
 
-        def arch_step(step: int, epoch: int = epoch, arch_batches: Iterator = arch_batches,
-                      weight_batches: Iterator | None = weight_batches) -> dict[str, float] | None:
-            if not strategy.wants_arch_step(epoch, step):
-                return None
-            batch = move_batch(next(arch_batches), device)
-            with trainer.autocast():
-                if weight_batches is None:
-                    return {"arch_loss": strategy.arch_step(loss_fn, batch)}
-                weights = WeightAccess(trainer.parameters, trainer.optimizer, move_batch(next(weight_batches), device))
-                return {"arch_loss": strategy.arch_step_with_weights(loss_fn, batch, weights)}
+            def arch_step(step: int, epoch: int = epoch, arch_batches: Iterator = arch_batches,
+                          weight_batches: Iterator | None = weight_batches) -> dict[str, float] | None:
+                if not strategy.wants_arch_step(epoch, step):
+                    return None
+                batch = move_batch(next(arch_batches), device)
+                with trainer.autocast():
+                    if weight_batches is None:
+                        return {"arch_loss": strategy.arch_step(loss_fn, batch)}
+                    weights = WeightAccess(trainer.parameters, trainer.optimizer, move_batch(next(weight_batches), device))
+                    return {"arch_loss": strategy.arch_step_with_weights(loss_fn, batch, weights)}
 
-        def checkpoint_mid_epoch(now: EpochProgress, epoch: int = epoch) -> None:
-            if train_cfg.checkpoint_every and now.steps % train_cfg.checkpoint_every == 0:
-                save(epoch, now)
+            def checkpoint_mid_epoch(now: EpochProgress, epoch: int = epoch) -> None:
+                if train_cfg.checkpoint_every and now.steps % train_cfg.checkpoint_every == 0:
+                    save(epoch, now)
 
-        loader = make_loader(weight_set, train_cfg.batch_size, True, config.seed + epoch, train_cfg.num_workers,
-                             world=world, start_step=done.batches)
-        stats = trainer.train_epoch(loader, f"search {epoch + 1}/{train_cfg.epochs}", progress, done,
-                                    before_step=lambda step: strategy.before_weight_step(), after_step=arch_step,
-                                    on_step=checkpoint_mid_epoch)
-        choices = strategy.genotype()
-        if epoch == train_cfg.epochs - 1:
-            # Inside the last epoch, before its checkpoint: a rerun after a crash here redoes it exactly.
-            final = strategy.finish(lambda c: float(heldout_metrics(c, False)[task.primary_metric]))
-            choices = dict(final) if final is not None else choices
-        metrics = heldout_metrics(choices, progress)
-        stable = 1 + (history[-1]["stable_epochs"] if history and history[-1]["genotype"] == choices else 0)
-        probabilities = strategy.probabilities()
-        entropy = {label: op_entropy(probs) for label, probs in probabilities.items()}
-        mean_entropy = sum(entropy.values()) / max(len(entropy), 1)
-        record = {"epoch": epoch + 1, "lr": lr_for_epoch(epoch, train_cfg), **stats,
-                  key: metrics[task.primary_metric], "metrics": metrics, "genotype": choices,
-                  "stable_epochs": stable, "probabilities": probabilities, "entropy": entropy,
-                  "mean_entropy": mean_entropy}
-        history.append(record)
-        genotype = Genotype(space=space.name, task=task.name, choices=choices,
-                            provenance=provenance(config, strategy=strategy.name, epoch=epoch + 1,
-                                                  stable_epochs=stable, processes=world.size),
-                            metrics={key: metrics[task.primary_metric], "heldout_split": heldout_name})
-        # Checkpoint first: the genotype and log written after it never run ahead of it.
-        save(epoch + 1, None)
-        if world.is_main:
-            save_genotype(genotype, genotype_path)
-            atomic_write_jsonl(run_dir / "search_log.jsonl", history)
-            board.search_epoch(record, history[-2] if len(history) > 1 else None, key)
-        arch = f" arch_loss={stats['arch_loss']:.3f}" if "arch_loss" in stats else ""
-        log.info("epoch %d/%d loss=%.3f%s entropy=%.3f held-out %s | %s%s", epoch + 1, train_cfg.epochs, stats["loss"],
-                 arch, mean_entropy, task.format_metrics(metrics), space.describe(choices),
-                 f" (unchanged for {stable} epochs)" if stable > 1 else "")
+            loader = make_loader(weight_set, train_cfg.batch_size, True, config.seed + epoch, train_cfg.num_workers,
+                                 world=world, start_step=done.batches)
+            stats = trainer.train_epoch(loader, f"search {epoch + 1}/{train_cfg.epochs}", progress, done,
+                                        before_step=lambda step: strategy.before_weight_step(), after_step=arch_step,
+                                        on_step=checkpoint_mid_epoch,
+                                            on_stop=lambda now, epoch=epoch: save(epoch, now))
+            choices = strategy.genotype()
+            if epoch == train_cfg.epochs - 1:
+                # Inside the last epoch, before its checkpoint: a rerun after a crash here redoes it exactly.
+                final = strategy.finish(lambda c: float(heldout_metrics(c, False)[task.primary_metric]))
+                choices = dict(final) if final is not None else choices
+            metrics = heldout_metrics(choices, progress)
+            stable = 1 + (history[-1]["stable_epochs"] if history and history[-1]["genotype"] == choices else 0)
+            probabilities = strategy.probabilities()
+            entropy = {label: op_entropy(probs) for label, probs in probabilities.items()}
+            mean_entropy = sum(entropy.values()) / max(len(entropy), 1)
+            record = {"epoch": epoch + 1, "lr": lr_for_epoch(epoch, train_cfg), **stats,
+                      key: metrics[task.primary_metric], "metrics": metrics, "genotype": choices,
+                      "stable_epochs": stable, "probabilities": probabilities, "entropy": entropy,
+                      "mean_entropy": mean_entropy}
+            history.append(record)
+            genotype = Genotype(space=space.name, task=task.name, choices=choices,
+                                provenance=provenance(config, strategy=strategy.name, epoch=epoch + 1,
+                                                      stable_epochs=stable, processes=world.size),
+                                metrics={key: metrics[task.primary_metric], "heldout_split": heldout_name})
+            # Checkpoint first: the genotype and log written after it never run ahead of it.
+            save(epoch + 1, None)
+            if world.is_main:
+                save_genotype(genotype, genotype_path)
+                atomic_write_jsonl(run_dir / "search_log.jsonl", history)
+                board.search_epoch(record, history[-2] if len(history) > 1 else None, key)
+            arch = f" arch_loss={stats['arch_loss']:.3f}" if "arch_loss" in stats else ""
+            log.info("epoch %d/%d loss=%.3f%s entropy=%.3f held-out %s | %s%s", epoch + 1, train_cfg.epochs, stats["loss"],
+                     arch, mean_entropy, task.format_metrics(metrics), space.describe(choices),
+                     f" (unchanged for {stable} epochs)" if stable > 1 else "")
     assert genotype is not None
     if board is not None:
         board.close()

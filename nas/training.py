@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+import signal
+import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,13 +26,47 @@ from nas.task import Task
 
 __all__ = ["start_run", "seed_everything", "resolve_device", "resolve_precision", "make_optimizer", "lr_for_epoch",
            "set_lr", "Trainer", "DivergenceError", "predict", "count_parameters", "format_count", "rng_state",
-           "set_rng_state"]
+           "set_rng_state", "StopRequested", "stop_at_step_boundary"]
 
 _CHOICES = {"schedule": ("step", "cosine"), "precision": ("auto", "fp32", "bf16", "fp16")}
 
 
+log = logging.getLogger("nas.training")
+_STOP = {"requested": False}
+
+
 class DivergenceError(UserError):
     """The loss stopped being finite; no weight was updated with it."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the loop stopped at an optimizer-step boundary after saving a checkpoint."""
+
+
+@contextmanager
+def stop_at_step_boundary() -> Iterator[None]:
+    """Inside the block, the first Ctrl-C (or SIGTERM) only asks ``Trainer.train_epoch`` to stop after
+    the current optimizer step, so the checkpoint it saves is whole; a second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+
+    def request(signum: int, frame: Any) -> None:
+        if _STOP["requested"]:
+            raise KeyboardInterrupt
+        _STOP["requested"] = True
+        log.warning("stopping after this optimizer step, once a checkpoint is saved (interrupt again to stop now)")
+
+    for sig in signals:
+        signal.signal(sig, request)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _STOP["requested"] = False
 
 
 def start_run(config: RunConfig, run_dir: Path, progress: bool, world: World = SINGLE) -> tuple[torch.device, Task, Any]:
@@ -133,6 +170,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
         self.ema = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
         self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self._stop = False
 
     def autocast(self):
         if self.dtype == torch.float32:
@@ -148,9 +186,11 @@ class Trainer:
     def train_epoch(self, loader: DataLoader, description: str, progress: bool, done: "EpochProgress",
                     before_step: Callable[[int], None] | None = None,
                     after_step: Callable[[int], dict[str, float] | None] | None = None,
-                    on_step: Callable[["EpochProgress"], None] | None = None) -> dict[str, float]:
+                    on_step: Callable[["EpochProgress"], None] | None = None,
+                    on_stop: Callable[["EpochProgress"], None] | None = None) -> dict[str, float]:
         """Train over ``loader`` (which starts after ``done.batches``); returns the epoch's mean
-        loss per sample and hook statistics. ``on_step`` runs after every optimizer step."""
+        loss per sample and hook statistics. ``on_step`` runs after every optimizer step; when a stop
+        was requested (``stop_at_step_boundary``), ``on_stop`` saves and ``StopRequested`` is raised."""
         model, accumulate = self.model, self.config.accumulate
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -178,13 +218,20 @@ class Trainer:
                     done.extra.setdefault(key, []).append(value)
             if on_step is not None:
                 on_step(done)
+            if self._stop:
+                if on_stop is not None:
+                    on_stop(done)
+                raise StopRequested(f"{description}: stopped after optimizer step {done.steps}")
             bar.set_postfix(loss=f"{done.mean_loss():.3f}")
         return done.stats()
 
     def _optimizer_step(self, loss: float, samples: int, description: str, done: "EpochProgress") -> None:
         sum_gradients(self.parameters, self.world)
-        total_loss, total_samples = sum_scalars([loss, float(samples)], self.world, self.device)
+        # The stop request rides along, so every rank stops after the same step.
+        total_loss, total_samples, stops = sum_scalars([loss, float(samples), float(_STOP["requested"])], self.world,
+                                                       self.device)
         self._reduced = (total_loss, int(total_samples))
+        self._stop = stops > 0
         if not math.isfinite(self._reduced[0]):
             self.optimizer.zero_grad(set_to_none=True)
             raise DivergenceError(f"{description}: the loss became {self._reduced[0]} at optimizer step "

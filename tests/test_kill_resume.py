@@ -102,3 +102,32 @@ def test_rerun_into_a_run_with_another_config_is_refused(tmp_path: Path) -> None
         f"nas: error: {out}: already holds a run with another config (differs in train.lr); "
         "continue it with --resume, or pick a new --out"]
     assert os.path.getsize(out / "config.yaml") > 0
+
+
+def test_ctrl_c_saves_at_a_step_boundary_and_the_rerun_matches(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) mid-epoch: the run finishes its optimizer step, saves, exits 130; rerun continues."""
+    graceful = [c for c in _command("retrain", tmp_path / "x") if c != "train.checkpoint_every=1"]
+    stopped, whole = tmp_path / "stopped", tmp_path / "whole"
+
+    def command(out: Path) -> list[str]:
+        return [str(out) if c == str(tmp_path / "x") else c for c in graceful]
+
+    process = subprocess.Popen(command(stopped), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = stopped / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not first.is_file():  # the end of epoch 1: epoch 2 is running now
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "run the same command again to continue" in err and "Traceback" not in err
+    state = load_checkpoint(first)
+    assert state["epoch"] == 1 and state["progress"]["steps"] >= 1  # saved mid-epoch, at a step boundary
+    for out in (stopped, whole):
+        result = subprocess.run(command(out), cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+    a, b = load_checkpoint(first), load_checkpoint(whole / "checkpoints" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    assert a["history"] == b["history"]

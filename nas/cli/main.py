@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nas: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("nas: interrupted; checkpoints written so far are complete (use --resume to continue)",
-              file=sys.stderr)
+        print("nas: interrupted; every file written is complete, and a training run saved its checkpoint at the "
+              "last step: run the same command again to continue", file=sys.stderr)
         return 130
 
 
