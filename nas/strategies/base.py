@@ -18,7 +18,9 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping
 import torch
 from torch import nn
 
-__all__ = ["Strategy", "LossFn", "Evaluate", "WeightAccess"]
+from nas.supernet import GatedMixedOp
+
+__all__ = ["Strategy", "SupernetStrategy", "LossFn", "Evaluate", "WeightAccess", "param_key"]
 
 LossFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 # Scores an architecture ({label: op}) on the held-out split with the current weights; higher is better.
@@ -114,3 +116,37 @@ class Strategy(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         ...
+
+
+def param_key(label: str) -> str:
+    # ParameterDict keys cannot contain '.', and labels use '/'; keep them readable.
+    return label.replace("/", "__")
+
+
+class SupernetStrategy(Strategy):
+    """A strategy whose blocks are ``GatedMixedOp``s (mmnas, darts, gdas, spos).
+
+    It owns the blocks and one random generator, seeded once, so path sampling is reproducible
+    and identical on every rank; ``fixed`` runs the chosen op of each block, as the child would.
+    """
+
+    def __init__(self, config: Any, seed: int) -> None:
+        super().__init__(config, seed)
+        self.blocks: dict[str, GatedMixedOp] = {}
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def make_block(self, label: str, candidates: list[str], make: Callable[[str], nn.Module]) -> nn.Module:
+        block = GatedMixedOp(label, {name: make(name) for name in candidates})
+        self.blocks[label] = block
+        return block
+
+    @contextmanager
+    def fixed(self, choices: Mapping[str, str]) -> Iterator[None]:
+        saved = {label: block.mode() for label, block in self.blocks.items()}
+        for label, block in self.blocks.items():
+            block.run_single(block.names.index(choices[label]))
+        try:
+            yield
+        finally:
+            for label, block in self.blocks.items():
+                block.set_mode(saved[label])

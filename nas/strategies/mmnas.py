@@ -8,17 +8,15 @@ updates the logits with Adam. The argmax genotype is read every epoch.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from nas.errors import UserError
 from nas.registry import STRATEGIES
-from nas.strategies.base import LossFn, Strategy
-from nas.supernet import GatedMixedOp
+from nas.strategies.base import LossFn, SupernetStrategy, param_key
 
 __all__ = ["MmnasStrategy", "MmnasStrategyConfig"]
 
@@ -37,7 +35,7 @@ class MmnasStrategyConfig:
 
 
 @STRATEGIES.register("mmnas")
-class MmnasStrategy(Strategy):
+class MmnasStrategy(SupernetStrategy):
     Config = MmnasStrategyConfig
     name = "mmnas"
 
@@ -49,16 +47,8 @@ class MmnasStrategy(Strategy):
             raise UserError(f"strategy.split_portion must be between 0 and 1, got {config.split_portion}")
         if config.arch_every < 1:
             raise UserError(f"strategy.arch_every must be >= 1, got {config.arch_every}")
-        self.blocks: dict[str, GatedMixedOp] = {}
         self.alphas = nn.ParameterDict()
-        # Its own generator keeps path sampling reproducible and identical across ranks.
-        self.generator = torch.Generator().manual_seed(seed)
         self.optimizer: torch.optim.Optimizer | None = None
-
-    def make_block(self, label: str, candidates: list[str], make: Callable[[str], nn.Module]) -> nn.Module:
-        block = GatedMixedOp(label, {name: make(name) for name in candidates})
-        self.blocks[label] = block
-        return block
 
     def attach(self, prior: Mapping[str, str] | None, device: torch.device) -> None:
         for label, block in self.blocks.items():
@@ -66,7 +56,7 @@ class MmnasStrategy(Strategy):
             if self.config.alpha_init == "prior" and prior and label in prior:
                 logits.fill_(-self.config.prior_logit)
                 logits[block.names.index(prior[label])] = self.config.prior_logit
-            self.alphas[_key(label)] = nn.Parameter(logits.to(device))
+            self.alphas[param_key(label)] = nn.Parameter(logits.to(device))
         betas = tuple(self.config.arch_betas)
         if len(betas) != 2:
             raise UserError(f"strategy.arch_betas must have two values, got {self.config.arch_betas}")
@@ -74,7 +64,7 @@ class MmnasStrategy(Strategy):
                                           weight_decay=self.config.arch_weight_decay)
 
     def _probabilities(self, label: str) -> torch.Tensor:
-        return torch.softmax(self.alphas[_key(label)], dim=0)
+        return torch.softmax(self.alphas[param_key(label)], dim=0)
 
     def _sample(self) -> None:
         for label, block in self.blocks.items():
@@ -111,37 +101,23 @@ class MmnasStrategy(Strategy):
         return float(loss.detach())
 
     def genotype(self) -> dict[str, str]:
-        return {label: block.names[int(self.alphas[_key(label)].argmax())] for label, block in self.blocks.items()}
+        return {label: block.names[int(self.alphas[param_key(label)].argmax())]
+                for label, block in self.blocks.items()}
 
     def probabilities(self) -> dict[str, dict[str, float]]:
         return {label: dict(zip(block.names, self._probabilities(label).tolist()))
                 for label, block in self.blocks.items()}
 
-    @contextmanager
-    def fixed(self, choices: Mapping[str, str]) -> Iterator[None]:
-        saved = {label: block.active for label, block in self.blocks.items()}
-        for label, block in self.blocks.items():
-            block.active = block.names.index(choices[label])
-        try:
-            yield
-        finally:
-            for label, block in self.blocks.items():
-                block.active = saved[label]
-
     def state_dict(self) -> dict[str, Any]:
-        return {"alphas": {label: self.alphas[_key(label)].detach().cpu() for label in self.blocks},
+        return {"alphas": {label: self.alphas[param_key(label)].detach().cpu() for label in self.blocks},
                 "optimizer": self.optimizer.state_dict() if self.optimizer else None,
                 "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
             for label, value in state["alphas"].items():
-                self.alphas[_key(label)].copy_(value)
+                self.alphas[param_key(label)].copy_(value)
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())  # a CPU generator, wherever the checkpoint was mapped
 
-
-def _key(label: str) -> str:
-    # ParameterDict keys cannot contain '.', and labels use '/'; keep them readable.
-    return label.replace("/", "__")

@@ -13,19 +13,16 @@
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from nas.errors import UserError
-from nas.strategies.base import Strategy
-from nas.supernet import GatedMixedOp
+from nas.strategies.base import SupernetStrategy, param_key
 
-__all__ = ["OneShotConfig", "LogitConfig", "LogitStrategy", "cap_parameter_free", "check_one_shot_config",
-           "param_key"]
+__all__ = ["OneShotConfig", "LogitConfig", "LogitStrategy", "cap_parameter_free", "check_one_shot_config"]
 
 log = logging.getLogger("nas.strategies")
 
@@ -86,12 +83,7 @@ def cap_parameter_free(choices: Mapping[str, str], strengths: Mapping[str, Mappi
     return result
 
 
-def param_key(label: str) -> str:
-    # ParameterDict keys cannot contain '.', and labels use '/'; keep them readable.
-    return label.replace("/", "__")
-
-
-class LogitStrategy(Strategy):
+class LogitStrategy(SupernetStrategy):
     """Architecture logits per block, Adam on held-out batches, argmax genotype (DARTS, GDAS)."""
 
     def __init__(self, config: LogitConfig, seed: int) -> None:
@@ -103,16 +95,8 @@ class LogitStrategy(Strategy):
             raise UserError(f"strategy.arch_start_epoch must be >= 0, got {config.arch_start_epoch}")
         if len(config.arch_betas) != 2:
             raise UserError(f"strategy.arch_betas must have two values, got {config.arch_betas}")
-        self.blocks: dict[str, GatedMixedOp] = {}
         self.alphas = nn.ParameterDict()
-        # Its own generator: initial logits and samples are reproducible and identical on every rank.
-        self.generator = torch.Generator().manual_seed(seed)
         self.optimizer: torch.optim.Optimizer | None = None
-
-    def make_block(self, label: str, candidates: list[str], make: Callable[[str], nn.Module]) -> nn.Module:
-        block = GatedMixedOp(label, {name: make(name) for name in candidates})
-        self.blocks[label] = block
-        return block
 
     def attach(self, prior: Mapping[str, str] | None, device: torch.device) -> None:
         # No prior: DARTS and GDAS start from near-uniform random logits.
@@ -151,17 +135,6 @@ class LogitStrategy(Strategy):
     def probabilities(self) -> dict[str, dict[str, float]]:
         return {label: dict(zip(block.names, torch.softmax(self.alpha(label).detach(), dim=0).tolist()))
                 for label, block in self.blocks.items()}
-
-    @contextmanager
-    def fixed(self, choices: Mapping[str, str]) -> Iterator[None]:
-        saved = {label: block.mode() for label, block in self.blocks.items()}
-        for label, block in self.blocks.items():
-            block.run_single(block.names.index(choices[label]))
-        try:
-            yield
-        finally:
-            for label, block in self.blocks.items():
-                block.set_mode(saved[label])
 
     def extra_state(self) -> dict[str, Any]:
         """Subclass state beyond logits, optimizer and generator (e.g. a temperature)."""

@@ -21,18 +21,15 @@ genotype is the space's reference architecture, or each block's first op.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
-from torch import nn
 
 from nas.errors import UserError
 from nas.registry import STRATEGIES
-from nas.strategies.base import Evaluate, Strategy
+from nas.strategies.base import Evaluate, SupernetStrategy
 from nas.strategies.oneshot import OneShotConfig, cap_parameter_free, check_one_shot_config
-from nas.supernet import GatedMixedOp
 
 __all__ = ["SposStrategy", "SposConfig", "evolve"]
 
@@ -126,7 +123,7 @@ def evolve(candidates: Mapping[str, list[str]], evaluate: Evaluate, config: Spos
 
 
 @STRATEGIES.register("spos")
-class SposStrategy(Strategy):
+class SposStrategy(SupernetStrategy):
     Config = SposConfig
     name = "spos"
 
@@ -143,17 +140,9 @@ class SposStrategy(Strategy):
             raise UserError("strategy.parents must be >= 1 when there are mutations or crossovers")
         if not 0.0 <= config.mutation_prob <= 1.0:
             raise UserError(f"strategy.mutation_prob must be in [0, 1], got {config.mutation_prob}")
-        self.blocks: dict[str, GatedMixedOp] = {}
-        # One generator for path sampling and the evolution: reproducible and identical on every rank.
-        self.generator = torch.Generator().manual_seed(seed)
         self.prior: dict[str, str] | None = None
         self.best: dict[str, str] | None = None
         self.best_score: float | None = None
-
-    def make_block(self, label: str, candidates: list[str], make: Callable[[str], nn.Module]) -> nn.Module:
-        block = GatedMixedOp(label, {name: make(name) for name in candidates})
-        self.blocks[label] = block
-        return block
 
     def attach(self, prior: Mapping[str, str] | None, device: torch.device) -> None:
         if prior and all(prior.get(label) in block.names for label, block in self.blocks.items()):
@@ -186,17 +175,6 @@ class SposStrategy(Strategy):
     def probabilities(self) -> dict[str, dict[str, float]]:
         # Weight steps sample uniformly: that is the only distribution SPOS has.
         return {label: {name: 1.0 / len(block.names) for name in block.names} for label, block in self.blocks.items()}
-
-    @contextmanager
-    def fixed(self, choices: Mapping[str, str]) -> Iterator[None]:
-        saved = {label: block.mode() for label, block in self.blocks.items()}
-        for label, block in self.blocks.items():
-            block.run_single(block.names.index(choices[label]))
-        try:
-            yield
-        finally:
-            for label, block in self.blocks.items():
-                block.set_mode(saved[label])
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "best": self.best, "best_score": self.best_score}
