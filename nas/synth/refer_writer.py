@@ -26,12 +26,12 @@ from tqdm import tqdm
 from nas.errors import UserError
 from nas.synth.expressions import Referrer
 from nas.synth.features import Prototypes, make_prototypes, proposal_features
-from nas.synth.store import build_atomically, check_fields, read_meta, write_json
+from nas.synth.store import check_fields, ensure_dataset, read_meta, write_json
 from nas.synth.vqa_writer import _MAX_COCO_ID
 from nas.synth.world import PROPOSALS_PER_OBJECT, SHAPES, Box, Scene, box_iou, propose_regions, sample_scene
 
 __all__ = ["CATEGORY_IDS", "GENERATOR", "SPLITS", "SynthReferConfig", "SynthReferSummary", "VERSION",
-           "build_atomically", "generate_refer", "read_meta", "simrec_cat_id"]
+           "generate_refer", "read_meta", "simrec_cat_id"]
 
 GENERATOR = "vlnas-synth-refer"
 VERSION = 1
@@ -259,14 +259,6 @@ def _read_summary(root: Path, config: SynthReferConfig) -> SynthReferSummary | N
 
 
 def generate_refer(out_dir: Path, config: SynthReferConfig, progress: bool = True) -> SynthReferSummary:
-    """Generate the grounding dataset into ``out_dir`` unless it already holds it for ``config``.
-
-    An existing ``out_dir`` is replaced only when it is empty or an earlier dataset of this
-    generator; anything else is refused rather than deleted.
-    """
-    out_dir = Path(out_dir)
-    existing = _read_summary(out_dir, config)
-    if existing is not None:
-        return existing
-    summary = build_atomically(out_dir, GENERATOR, lambda tmp: _build(tmp, config, progress))
-    return SynthReferSummary(out_dir, summary.num_images, summary.num_refs, summary.num_sentences)
+    """Generate the grounding dataset into ``out_dir`` unless it already holds it for ``config``."""
+    return ensure_dataset(Path(out_dir), GENERATOR, lambda root: _read_summary(root, config),
+                          lambda tmp: _build(tmp, config, progress))

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from nas.synth.expressions import generate_captions
 from nas.synth.features import make_prototypes, proposal_features
-from nas.synth.store import build_atomically, check_fields, read_meta, write_json
+from nas.synth.store import check_fields, ensure_dataset, read_meta, write_json
 from nas.synth.world import PROPOSALS_PER_OBJECT, propose_regions, sample_scene
 
 __all__ = ["CAPTIONS_PER_IMAGE", "GENERATOR", "SPLITS", "SynthScanConfig", "SynthScanSummary", "VERSION",
@@ -161,14 +161,6 @@ def _read_summary(root: Path, config: SynthScanConfig) -> SynthScanSummary | Non
 
 
 def generate_scan(out_dir: Path, config: SynthScanConfig, progress: bool = True) -> SynthScanSummary:
-    """Generate the retrieval dataset into ``out_dir`` unless it already holds it for ``config``.
-
-    An existing ``out_dir`` is replaced only when it is empty or an earlier dataset of this
-    generator; anything else is refused rather than deleted.
-    """
-    out_dir = Path(out_dir)
-    existing = _read_summary(out_dir, config)
-    if existing is not None:
-        return existing
-    summary = build_atomically(out_dir, GENERATOR, lambda tmp: _build(tmp, config, progress))
-    return SynthScanSummary(out_dir, summary.num_images, summary.num_captions, summary.caption_kinds)
+    """Generate the retrieval dataset into ``out_dir`` unless it already holds it for ``config``."""
+    return ensure_dataset(Path(out_dir), GENERATOR, lambda root: _read_summary(root, config),
+                          lambda tmp: _build(tmp, config, progress))

@@ -11,13 +11,13 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from nas.errors import UserError
 
-__all__ = ["write_json", "read_meta", "build_atomically", "check_fields"]
+__all__ = ["write_json", "read_meta", "build_atomically", "ensure_dataset", "check_fields"]
 
 T = TypeVar("T")
 
@@ -84,3 +84,18 @@ def build_atomically(out_dir: Path, generator: str, build: Callable[[Path], T]) 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return result
+
+
+def ensure_dataset(out_dir: Path, generator: str, read_existing: Callable[[Path], T | None],
+                   build: Callable[[Path], T]) -> T:
+    """The summary of the dataset in ``out_dir``: read when it is already there for this config,
+    else built atomically (see ``build_atomically``) and pointed at ``out_dir``.
+
+    An existing ``out_dir`` is replaced only when it is empty or an earlier dataset of this
+    generator; anything else is refused rather than deleted.
+    """
+    out_dir = Path(out_dir)
+    existing = read_existing(out_dir)
+    if existing is not None:
+        return existing
+    return replace(build_atomically(out_dir, generator, build), root=out_dir)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from nas.errors import UserError
 from nas.synth.features import make_prototypes, region_features
-from nas.synth.store import build_atomically, check_fields, read_meta, write_json
+from nas.synth.store import check_fields, ensure_dataset, read_meta, write_json
 from nas.synth.vqa_questions import FAMILIES, FAMILY_ANSWER_TYPES, Question, annotate, generate_questions
 from nas.synth.world import Scene, sample_scene
 
@@ -269,14 +269,6 @@ def _build(tmp: Path, config: SynthVqaConfig, progress: bool) -> SynthSummary:
 
 
 def generate_vqa(out_dir: Path, config: SynthVqaConfig, progress: bool = True) -> SynthSummary:
-    """Generate the dataset into ``out_dir`` unless it already holds it for ``config``.
-
-    An existing ``out_dir`` is replaced only when it is empty or a synthetic dataset made by
-    this generator; anything else is refused rather than deleted.
-    """
-    out_dir = Path(out_dir)
-    existing = _read_summary(out_dir, config)
-    if existing is not None:
-        return existing
-    summary = build_atomically(out_dir, GENERATOR, lambda tmp: _build(tmp, config, progress))
-    return SynthSummary(out_dir, summary.num_images, summary.num_questions, summary.families)
+    """Generate the dataset into ``out_dir`` unless it already holds it for ``config``."""
+    return ensure_dataset(Path(out_dir), GENERATOR, lambda root: _read_summary(root, config),
+                          lambda tmp: _build(tmp, config, progress))
