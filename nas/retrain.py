@@ -30,7 +30,8 @@ from nas.io import atomic_write_json, atomic_write_jsonl
 from nas.run import remove_interrupted_writes
 from nas.space import fixed_block_factory
 from nas.training import (EpochProgress, Trainer, count_parameters, format_count, lr_for_epoch, predict, rng_state,
-                          set_lr, set_rng_state, start_run, stop_at_step_boundary)
+                          restore_rng_states, set_lr, start_run,
+                          stop_at_step_boundary)
 
 __all__ = ["run_retrain", "RetrainResult", "LAST", "BEST"]
 
@@ -80,7 +81,7 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
     if resume:
         state = load_checkpoint(run_dir / LAST, map_location=device)
         trainer.load_state_dict(state, str(run_dir / LAST))
-        _restore_rng(state, world, run_dir / LAST)
+        restore_rng_states(state.get("rng") or [], world, run_dir / LAST)
         task.load_state_dict(state.get("task") or {})
         start_epoch, best, history = state["epoch"], state.get("best"), state["history"]
         progress_state = state.get("progress")
@@ -189,17 +190,6 @@ def _board_summary(board: BoardWriter, config: RunConfig, genotype: Genotype, mo
     if test_metrics and primary in test_metrics:
         results[f"hparams/{test_split}_{primary}"] = float(test_metrics[primary])
     board.hparams(hparams, results or {"hparams/epochs": float(config.train.epochs)})
-
-
-def _restore_rng(state: dict[str, Any], world: World, source: Path) -> None:
-    saved = state.get("rng") or []
-    if len(saved) == world.size:
-        set_rng_state(saved[world.rank])
-    elif saved:
-        # Another process count: the sample order still matches, the dropout draws cannot.
-        log.warning("%s was written by %d process(es), this run has %d: dropout draws will differ from an "
-                    "uninterrupted run", source, len(saved), world.size)
-        set_rng_state(saved[min(world.rank, len(saved) - 1)])
 
 
 def _evaluate(trainer: Trainer, task, dataset, split: str, config: RunConfig, world: World,

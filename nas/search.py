@@ -34,7 +34,8 @@ from nas.registry import STRATEGIES
 from nas.strategies.base import WeightAccess
 from nas.run import provenance, remove_interrupted_writes
 from nas.training import (EpochProgress, Trainer, count_parameters, format_count, lr_for_epoch, predict, rng_state,
-                          set_lr, set_rng_state, start_run, stop_at_step_boundary)
+                          restore_rng_states, set_lr, start_run,
+                          stop_at_step_boundary)
 
 __all__ = ["run_search", "SearchResult", "CHECKPOINT"]
 
@@ -87,8 +88,7 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
         state = load_checkpoint(checkpoint_path, map_location=device)
         trainer.load_state_dict(state, str(checkpoint_path))
         strategy.load_state_dict(state["strategy"])
-        saved_rngs = state.get("rng") or []
-        set_rng_state(saved_rngs[world.rank if len(saved_rngs) == world.size else 0])
+        restore_rng_states(state.get("rng") or [], world, checkpoint_path)
         task.load_state_dict(state.get("task") or {})
         history, start_epoch, progress_state = state["history"], state["epoch"], state.get("progress")
         where = f"epoch {start_epoch} + {progress_state['steps']} steps" if progress_state else f"epoch {start_epoch}"

@@ -26,7 +26,7 @@ from nas.task import Task
 
 __all__ = ["start_run", "seed_everything", "resolve_device", "resolve_precision", "make_optimizer", "lr_for_epoch",
            "set_lr", "Trainer", "DivergenceError", "predict", "count_parameters", "format_count", "rng_state",
-           "set_rng_state", "StopRequested", "stop_at_step_boundary"]
+           "set_rng_state", "restore_rng_states", "StopRequested", "stop_at_step_boundary"]
 
 _CHOICES = {"schedule": ("step", "cosine"), "precision": ("auto", "fp32", "bf16", "fp16")}
 
@@ -341,6 +341,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          numpy["has_gauss"], numpy["gauss"]))
     python = state["python"]
     random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
+
+
+def restore_rng_states(saved: list[dict[str, Any]], world: World, source: Path) -> None:
+    """This rank's random streams from a checkpoint's per-rank list (``rng_state`` of each rank)."""
+    if len(saved) == world.size:
+        set_rng_state(saved[world.rank])
+    elif saved:
+        # Another process count: the sample order still matches, the dropout draws cannot.
+        log.warning("%s was written by %d process(es), this run has %d: dropout draws will differ from an "
+                    "uninterrupted run", source, len(saved), world.size)
+        set_rng_state(saved[min(world.rank, len(saved) - 1)])
 
 
 def count_parameters(model: nn.Module) -> int:
