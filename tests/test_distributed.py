@@ -97,3 +97,12 @@ def test_torchrun_launches_the_same_training_as_nproc(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((theirs / "summary.json").read_text())["processes"] == 2
     assert torch.equal(_weights(ours), _weights(theirs))
+
+
+def test_nproc_below_one_is_refused_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    genotype = Path(__file__).resolve().parent.parent / "genotypes" / "mcan.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["retrain", "--genotype", str(genotype), "--out", str(tmp_path / "r"), "--nproc", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --nproc: must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -33,7 +33,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint, with its saved config "
                              "(a run whose --out already has a checkpoint and the same config resumes by itself)")
-    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+    parser.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                         help="data-parallel processes on this machine (gloo on CPU, NCCL on GPUs; default 1). "
                              "Under torchrun, leave it at 1: the ranks come from torchrun")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -47,6 +47,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              f"task.max_images={FAST_IMAGES})")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides applied last, e.g. train.epochs=3 space.hidden=128")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def config_layers(args: argparse.Namespace, defaults: dict[str, Any], after_files: Layer | None = None
