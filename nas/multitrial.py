@@ -59,7 +59,8 @@ from nas.training import DivergenceError, count_parameters, resolve_device, reso
 
 __all__ = ["run_multitrial_search", "MultiTrialResult", "Objective", "resolve_objectives", "check_settings",
            "open_storage", "PerTrialSeededSampler", "make_sampler", "make_pruner", "process_identity",
-           "sweep_dead_trials", "trial_config", "measure_latency", "measure_child", "write_outputs", "trial_genotype",
+           "sweep_dead_trials", "trial_config", "check_run_dir", "MAY_DIFFER", "measure_latency", "measure_child",
+           "write_outputs", "trial_genotype",
            "JOURNAL", "LR_PARAM"]
 
 log = logging.getLogger("nas.multitrial")
@@ -78,7 +79,7 @@ MAX_DIVERGED_IN_A_ROW = 3
 LATENCY_WARMUP, LATENCY_RUNS = 2, 7
 # Settings that may differ between processes of one study and between a run and its resumption:
 # paths and machines differ, budgets grow; none changes what a trial trains or how it is scored.
-_MAY_DIFFER = frozenset({"strategy.trials", "strategy.timeout", "strategy.storage", "strategy.heartbeat_interval",
+MAY_DIFFER = frozenset({"strategy.trials", "strategy.timeout", "strategy.storage", "strategy.heartbeat_interval",
                          "strategy.grace_period", "train.epochs", "train.device", "train.threads",
                          "train.num_workers", "task.data_dir", "task.cache_dir"})
 
@@ -469,7 +470,7 @@ def run_multitrial_search(config: RunConfig, run_dir: Path, progress: bool = Tru
     """
     settings = config.strategy
     objectives = check_settings(config)
-    _check_run_dir(config, run_dir)
+    check_run_dir(config, run_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from here instead
     storage, where = open_storage(settings.storage, run_dir)
     study_name = settings.study_name or f"vlnas-{config.task.name}-{config.space.name}"
@@ -659,9 +660,9 @@ def _format_value(name: str, value: float) -> str:
 # ----------------------------------------------------------------------------- same study, same search
 
 
-def _comparable(config: RunConfig) -> dict[str, Any]:
+def _comparable(config: RunConfig, may_differ: frozenset[str] = MAY_DIFFER) -> dict[str, Any]:
     flat = _flatten(json.loads(json.dumps(config_to_dict(config), default=str)))
-    return {key: value for key, value in flat.items() if key not in _MAY_DIFFER}
+    return {key: value for key, value in flat.items() if key not in may_differ}
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -679,14 +680,15 @@ def _differing(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     return ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
 
 
-def _check_run_dir(config: RunConfig, run_dir: Path) -> None:
-    """A run directory that holds another search (other settings, another strategy) is not reused."""
+def check_run_dir(config: RunConfig, run_dir: Path, may_differ: frozenset[str] = MAY_DIFFER) -> None:
+    """A run directory that holds another search (other settings, another strategy) is not reused;
+    only the keys in ``may_differ`` (budgets, paths, machines) may change between runs of one search."""
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return
     saved = yaml.safe_load(saved_path.read_text()) or {}
-    old = {k: v for k, v in _flatten(json.loads(json.dumps(saved, default=str))).items() if k not in _MAY_DIFFER}
-    new = _comparable(config)
+    old = {k: v for k, v in _flatten(json.loads(json.dumps(saved, default=str))).items() if k not in may_differ}
+    new = _comparable(config, may_differ)
     if old != new:
         raise UserError(f"{run_dir}: already holds a run with another config (differs in {_differing(old, new)}); "
                         "continue it with --resume, or pick a new --out")

@@ -2,3 +2,4 @@
 
 from nas.strategies import darts, gdas, mmnas, spos  # noqa: F401
 from nas.strategies import optuna_strategy  # noqa: F401  (multi-trial; see nas.multitrial)
+from nas.strategies import ray_strategy  # noqa: F401  (the Ray Tune sweep; see nas.tune)
