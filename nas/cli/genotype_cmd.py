@@ -7,7 +7,9 @@ import json
 
 from nas.config import Layer, overrides_layer, resolve_config
 from nas.convert import convert_mmnas_arch
+from nas.errors import UserError
 from nas.genotype import Genotype, diff_genotypes, load_genotype, save_genotype
+from nas.interop.nni_genotype import NNI_STRATEGIES, genotype_from_nni, read_nni_arch
 from nas.registry import SPACES, TASKS
 from nas.space import SearchSpace
 
@@ -37,10 +39,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("second")
     diff.set_defaults(handler=diff_command)
 
-    convert = commands.add_parser("convert", help="import MmNas's arch JSON as a version-1 genotype",
+    convert = commands.add_parser("convert", help="import MmNas's arch JSON or NNI's exported choice dict as a "
+                                                  "version-1 genotype",
                                   description="Convert MmNas's arch file ({\"epochN\": {\"enc\": [[op], ...], "
-                                              "\"dec\": [...]}}) into a version-1 genotype.")
-    convert.add_argument("file", help="MmNas arch JSON (e.g. arch/mmnas_vqa.json)")
+                                              "\"dec\": [...]}}), or with --from-nni an NNI 3.0 export "
+                                              "({\"label\": \"op\"}, e.g. nni_arch.json of 'nas search --strategy "
+                                              "nni'), into a version-1 genotype. Reading an NNI export needs no NNI.")
+    convert.add_argument("file", nargs="?", help="MmNas arch JSON (e.g. arch/mmnas_vqa.json)")
+    convert.add_argument("--from-nni", metavar="FILE", help="NNI export to convert instead: {label: op name or "
+                         "candidate index}, as strategy.list_models() / export_top_models(formatter='dict') give it")
+    convert.add_argument("--space", default="mmnas", help="search space of the NNI export (default mmnas)")
+    convert.add_argument("--algorithm", choices=sorted(NNI_STRATEGIES),
+                         help="the NNI strategy that found it, recorded in the provenance (default: unknown)")
     convert.add_argument("--out", required=True, help="genotype JSON to write")
     convert.add_argument("--task", required=True, help="task the architecture was searched for (vqa, vgd, itm...)")
     convert.add_argument("--from", dest="source_format", default="mmnas", choices=["mmnas"],
@@ -51,14 +61,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _validated_space(genotype: Genotype, source: str, overrides: list[str] | None = None) -> SearchSpace:
     """The genotype's space, at the genotype's depth unless overridden, after validating the genotype."""
-    space_cls = SPACES.get(genotype.space)
-    layers = [Layer("defaults", {"task": {"name": _any_task()}, "strategy": {"name": "mmnas"},
-                                 "space": {"name": genotype.space}}),
-              Layer(f"{source} (depth)", {"space": space_cls.config_from_choices(genotype.choices)}),
-              overrides_layer(overrides or [])]
-    space = space_cls(resolve_config(layers).space)
+    space = _space_at_depth(genotype.space, genotype.choices, source, overrides)
     space.validate(genotype, source)
     return space
+
+
+def _space_at_depth(name: str, choices: dict, source: str, overrides: list[str] | None = None) -> SearchSpace:
+    """Space ``name`` at the depth its labels in ``choices`` imply, unless overridden."""
+    space_cls = SPACES.get(name)
+    layers = [Layer("defaults", {"task": {"name": _any_task()}, "strategy": {"name": "mmnas"},
+                                 "space": {"name": name}}),
+              Layer(f"{source} (depth)", {"space": space_cls.config_from_choices(choices)}),
+              overrides_layer(overrides or [])]
+    return space_cls(resolve_config(layers).space)
 
 
 def _checked(path: str, overrides: list[str] | None = None) -> tuple[Genotype, SearchSpace]:
@@ -108,8 +123,22 @@ def diff_command(args: argparse.Namespace) -> int:
 
 
 def convert_command(args: argparse.Namespace) -> int:
+    if (args.file is None) == (args.from_nni is None):
+        raise UserError("nas genotype convert: give either an MmNas arch FILE or --from-nni FILE, not "
+                        f"{'both' if args.file else 'neither'}")
+    if args.from_nni is not None:
+        return _convert_nni(args)
     genotype = convert_mmnas_arch(args.file, task=args.task, epoch=args.epoch)
     _validated_space(genotype, args.file)
     save_genotype(genotype, args.out)
     print(f"wrote {args.out} ({len(genotype.choices)} blocks, from epoch{genotype.provenance['source_epoch']})")
+    return 0
+
+
+def _convert_nni(args: argparse.Namespace) -> int:
+    sample = read_nni_arch(args.from_nni)
+    space = _space_at_depth(args.space, sample, args.from_nni)
+    genotype = genotype_from_nni(sample, space, args.task, source=args.from_nni, algorithm=args.algorithm)
+    save_genotype(genotype, args.out)
+    print(f"wrote {args.out} ({len(genotype.choices)} blocks, from NNI export {args.from_nni})")
     return 0

@@ -45,6 +45,12 @@ and several processes may share it. Writes genotype.json (best trial),
 trials.jsonl, trials/<number>/ and, with several objectives, pareto/<trial>.json.
   nas search --task vqa --strategy optuna --config smoke strategy.trials=8 strategy.trial_epochs=2
   nas search --task vqa --strategy optuna strategy.objectives=[accuracy,params] strategy.tune_lr=true
+
+NNI 3.0's one-shot strategies (--strategy nni, needs pip install -e ".[nni]"):
+strategy.algorithm=darts|gumbel|proxyless|random runs nni.nas.strategy.DARTS,
+GumbelDARTS, Proxyless or RandomOneShot on the space; writes genotype.json and
+nni_arch.json (NNI's exported choice dict).
+  nas search --task vqa --strategy nni --config smoke strategy.algorithm=darts
 """
 
 
@@ -69,15 +75,25 @@ def run(args: argparse.Namespace) -> int:
         files = slice(1, 1 + len(args.config))
         layers[files], dropped = _without_other_strategies_keys(layers[files], _strategy_name(layers))
     config = resolve_config(layers)
-    multi_trial = getattr(STRATEGIES.get(config.strategy.name), "multi_trial", False)
+    strategy_cls = STRATEGIES.get(config.strategy.name)
+    multi_trial = getattr(strategy_cls, "multi_trial", False)
+    own_search = getattr(strategy_cls, "own_search", False)  # a library's search (nni), not the one-shot loop
     if multi_trial:
         _check_multi_trial(args, config)  # before the run directory is made
+    if own_search:
+        _check_own_search(args, strategy_cls, config)
     run_dir = make_run_dir(args.out, "search", config.task.name)
     setup_logging(run_dir, args.quiet)
     if dropped:
         log.info("ignored %s: settings of other strategies, not of %s", ", ".join(dropped), config.strategy.name)
     if multi_trial:
         return _multi_trial(args, config, run_dir)
+    if own_search:
+        save_config(config, run_dir)
+        result = strategy_cls.run(config, run_dir, not args.quiet)
+        print(f"genotype: {result.genotype_path}")
+        print(f"next: nas retrain --genotype {result.genotype_path}")
+        return 0
     resume = should_resume(args, config, run_dir / CHECKPOINT)
     save_config(config, run_dir)
     run_on_ranks(args.nproc, run_dir, args.quiet, _work, config, run_dir, not args.quiet, resume)
@@ -106,6 +122,17 @@ def _check_multi_trial(args: argparse.Namespace, config) -> None:
         raise UserError(f"--nproc / torchrun: strategy {config.strategy.name} trains one process per trial; to run "
                         "trials in parallel, start 'nas search' again with the same --out (or strategy.storage)")
     check_settings(config)
+
+
+def _check_own_search(args: argparse.Namespace, strategy_cls, config) -> None:
+    from nas.distributed import world_from_env
+
+    name = config.strategy.name
+    if args.nproc > 1 or world_from_env().distributed:
+        raise UserError(f"--nproc / torchrun: strategy {name} runs its library's search in one process")
+    if args.resume:
+        raise UserError(f"--resume: strategy {name} keeps no search checkpoint; start it again with a new --out")
+    strategy_cls.check(config)
 
 
 def _multi_trial(args: argparse.Namespace, config, run_dir) -> int:
