@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -12,9 +13,11 @@ import yaml
 from nas.config import Layer, RunConfig, config_to_dict, find_experiment, overrides_layer, yaml_layer
 from nas.distributed import SINGLE, close_world, launch, world_from_env
 from nas.errors import UserError
+from nas.registry import STRATEGIES
 from nas.run import setup_logging
 
-__all__ = ["add_run_arguments", "config_layers", "resume_layers", "should_resume", "run_on_ranks"]
+__all__ = ["add_run_arguments", "config_layers", "resume_layers", "should_resume", "run_on_ranks",
+           "without_other_strategies_keys"]
 
 log = logging.getLogger("nas")
 
@@ -118,6 +121,28 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
         elif a != b:
             found.append(f"{prefix}{key}")
     return found
+
+
+def without_other_strategies_keys(files: list[Layer], strategy: str | None) -> tuple[list[Layer], list[str]]:
+    """Experiment files may tune several strategies (smoke.yaml sets mmnas's warm-up): drop the
+    ``strategy.*`` keys that only other registered strategies declare, so ``--strategy optuna
+    --config smoke`` works. Keys no strategy declares, and command-line overrides, still fail."""
+    if strategy is None or strategy not in STRATEGIES:
+        return files, []
+    own = {f.name for f in dataclasses.fields(STRATEGIES.get(strategy).Config)}
+    others = {f.name for name in STRATEGIES.names() if name != strategy
+              for f in dataclasses.fields(STRATEGIES.get(name).Config)}
+    kept, dropped = [], []
+    for layer in files:
+        section = layer.values.get("strategy")
+        if not isinstance(section, dict):
+            kept.append(layer)
+            continue
+        foreign = [key for key in section if key not in own and key in others]
+        dropped += [f"strategy.{key} ({layer.source})" for key in foreign]
+        values = {**layer.values, "strategy": {k: v for k, v in section.items() if k not in foreign}}
+        kept.append(Layer(layer.source, values))
+    return kept, dropped
 
 
 def run_on_ranks(nproc: int, run_dir: Path, quiet: bool, work: Callable[..., None], *payload: Any) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 
-from nas.cli.common import add_run_arguments, config_layers, resume_layers, run_on_ranks, should_resume
+from nas.cli.common import (add_run_arguments, config_layers, resume_layers, run_on_ranks, should_resume,
+                             without_other_strategies_keys)
 from nas.config import Layer, resolve_config
 from nas.errors import UserError
 from nas.registry import STRATEGIES
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         layers = config_layers(args, SEARCH_DEFAULTS)
         files = slice(1, 1 + len(args.config))
-        layers[files], dropped = _without_other_strategies_keys(layers[files], _strategy_name(layers))
+        layers[files], dropped = without_other_strategies_keys(layers[files], _strategy_name(layers))
     config = resolve_config(layers)
     strategy_cls = STRATEGIES.get(config.strategy.name)
     multi_trial = getattr(strategy_cls, "multi_trial", False)
@@ -164,28 +164,6 @@ def _strategy_name(layers: list[Layer]) -> str | None:
         if isinstance(section, dict) and isinstance(section.get("name"), str):
             name = section["name"]
     return name
-
-
-def _without_other_strategies_keys(files: list[Layer], strategy: str | None) -> tuple[list[Layer], list[str]]:
-    """Experiment files may tune several strategies (smoke.yaml sets mmnas's warm-up): drop the
-    ``strategy.*`` keys that only other registered strategies declare, so ``--strategy optuna
-    --config smoke`` works. Keys no strategy declares, and command-line overrides, still fail."""
-    if strategy is None or strategy not in STRATEGIES:
-        return files, []
-    own = {f.name for f in dataclasses.fields(STRATEGIES.get(strategy).Config)}
-    others = {f.name for name in STRATEGIES.names() if name != strategy
-              for f in dataclasses.fields(STRATEGIES.get(name).Config)}
-    kept, dropped = [], []
-    for layer in files:
-        section = layer.values.get("strategy")
-        if not isinstance(section, dict):
-            kept.append(layer)
-            continue
-        foreign = [key for key in section if key not in own and key in others]
-        dropped += [f"strategy.{key} ({layer.source})" for key in foreign]
-        values = {**layer.values, "strategy": {k: v for k, v in section.items() if k not in foreign}}
-        kept.append(Layer(layer.source, values))
-    return kept, dropped
 
 
 def _primary(result) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from nas.cli.common import add_run_arguments, config_layers, resume_layers
-from nas.cli.search_cmd import _without_other_strategies_keys
+from nas.cli.common import add_run_arguments, config_layers, resume_layers, without_other_strategies_keys
 from nas.config import Layer, resolve_config
 from nas.errors import UserError
 from nas.registry import TASKS
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         layers = config_layers(args, TUNE_DEFAULTS, after_files=sweep_flags)
         files = slice(1, 1 + len(args.config))
-        layers[files], dropped = _without_other_strategies_keys(layers[files], "ray")
+        layers[files], dropped = without_other_strategies_keys(layers[files], "ray")
     config = resolve_config(layers)
     try:
         from nas.tune.sweep import check_settings, run_sweep
