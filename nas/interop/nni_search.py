@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 import warnings
 from contextlib import contextmanager
@@ -90,6 +91,12 @@ def run_nni_search(config: RunConfig, run_dir: Path, progress: bool = True) -> N
         strategy(RawFormatModelSpace(model_space, evaluator), SequentialExecutionEngine())
         # NNI's own export: the top model of the one-shot strategy, frozen with the supernet's weights.
         best = next(strategy.list_models())
+        if cfg.algorithm == "random":
+            # RandomOneShot exports a draw from an unseeded numpy RandomState, so one seed would give
+            # another subnet each run; draw it from --seed instead (the same uniform distribution).
+            draw = random.Random(config.seed)
+            best = strategy.model_space.freeze({label: draw.choice(candidates)
+                                                for label, candidates in space.choices().items()})
         sample = dict(best.sample)
         probabilities = _probabilities(strategy.oneshot_module)
         child = best.executable_model().network
