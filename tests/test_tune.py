@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ def ray_status(address: str) -> str:
                           timeout=60).stdout
 
 
-@pytest.fixture
+@contextlib.contextmanager
 def two_node_cluster():
     """A head node and a worker node, each a separate ``ray start --block`` with one CPU."""
     # Unix socket paths must stay under ~107 bytes, so Ray's session folder cannot live in pytest's tmp_path.
@@ -84,22 +85,35 @@ def wait_for_first_checkpoint(out: Path, deadline: float) -> Path:
     raise AssertionError("no trial finished an epoch in time")
 
 
-def test_sweep_across_two_nodes_restarts_a_killed_trial_from_its_checkpoint(two_node_cluster, tmp_path: Path
-                                                                             ) -> None:
-    address, env = two_node_cluster
-    out = tmp_path / "sweep"
-    # FIFO, so that every trial trains all its epochs and the killed one must come back to finish.
-    sweep = subprocess.Popen([*TUNE, "--address", address, "--trials", "4", "--out", str(out),
-                              "strategy.trial_epochs=3", "strategy.scheduler=fifo", "strategy.max_failures=1"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = wait_for_first_checkpoint(out, time.monotonic() + 240)
-    first = json.loads((victim / "worker.json").read_text())["attempts"][0]
-    os.kill(first["pid"], signal.SIGKILL)  # the trial's Ray worker process dies mid-training
-    output, _ = sweep.communicate(timeout=400)
-    assert sweep.returncode == 0, output
+# FIFO, so that every trial trains all its epochs and the killed one must come back to finish; with 3 trials
+# TPE is still in its seeded random start-up, so the sampled genotypes depend on the seed alone.
+SWEEP = ["--trials", "3", "--seed", "11", "strategy.trial_epochs=3", "strategy.scheduler=fifo",
+         "strategy.max_failures=1"]
 
-    records = {json.loads(line)["trial_id"]: json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()}
-    assert len(records) == 4 and all(r["status"] == "complete" and r["epochs"] == 3 for r in records.values()), records
+
+def sweep_records(out: Path) -> dict[str, dict]:
+    return {json.loads(line)["trial_id"]: json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()}
+
+
+@pytest.fixture(scope="module")
+def cluster_sweep(tmp_path_factory: pytest.TempPathFactory):
+    """A sweep on the two-node cluster in which one trial's worker process is SIGKILLed after its first epoch."""
+    with two_node_cluster() as (address, env):
+        out = tmp_path_factory.mktemp("tune") / "cluster"
+        sweep = subprocess.Popen([*TUNE, "--address", address, "--out", str(out), *SWEEP], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        victim = wait_for_first_checkpoint(out, time.monotonic() + 240)
+        first = json.loads((victim / "worker.json").read_text())["attempts"][0]
+        os.kill(first["pid"], signal.SIGKILL)  # the trial's Ray worker process dies mid-training
+        output, _ = sweep.communicate(timeout=400)
+    assert sweep.returncode == 0, output
+    return out, victim
+
+
+def test_sweep_across_two_nodes_restarts_a_killed_trial_from_its_checkpoint(cluster_sweep) -> None:
+    out, victim = cluster_sweep
+    records = sweep_records(out)
+    assert len(records) == 3 and all(r["status"] == "complete" and r["epochs"] == 3 for r in records.values()), records
     killed = records[victim.name]
     assert killed["attempts"] == 2, killed
     history = [json.loads(line) for line in (victim / "metrics.jsonl").read_text().splitlines()]
@@ -116,6 +130,22 @@ def test_sweep_across_two_nodes_restarts_a_killed_trial_from_its_checkpoint(two_
     assert genotype.metrics["val_accuracy"] == best["metric"]
     assert sorted(p.name.split("-", 1)[0] for p in (out / "best").glob("*.json")) == ["1", "2", "3"]
     assert main(["genotype", "validate", str(out / "genotype.json")]) == 0
+
+
+def test_the_same_seed_gives_the_same_sweep_locally_as_on_the_cluster(cluster_sweep, tmp_path: Path) -> None:
+    """Same trials, same per-epoch metrics (the killed trial's resume included), same genotype."""
+    cluster_out, _ = cluster_sweep
+    out = tmp_path / "local"
+    done = subprocess.run([*TUNE, "--out", str(out), *SWEEP], env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def trained(records: dict[str, dict]) -> list[tuple]:
+        return sorted((json.dumps(r["choices"], sort_keys=True), r["lr"], json.dumps(r["epoch_metrics"]))
+                      for r in records.values())
+
+    assert trained(sweep_records(out)) == trained(sweep_records(cluster_out))
+    assert load_genotype(out / "genotype.json").choices == load_genotype(cluster_out / "genotype.json").choices
 
 
 def test_local_sweep_with_asha_stops_weak_trials_and_resumes_when_rerun(tmp_path: Path) -> None:
