@@ -120,7 +120,8 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
                     save([LAST], epoch, now)
 
             loader = make_loader(data.splits[train_split], train_cfg.batch_size, True, config.seed + epoch,
-                                 train_cfg.num_workers, world=world, start_step=done.batches)
+                                 train_cfg.num_workers, world=world, start_step=done.batches,
+                                 group_by_length=train_cfg.group_by_length)
             stats = trainer.train_epoch(loader, f"train {epoch + 1}/{train_cfg.epochs}", progress, done,
                                         on_step=checkpoint_mid_epoch,
                                             on_stop=lambda now, epoch=epoch: save([LAST], epoch, now))

@@ -128,11 +128,13 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
             arch_seed = config.seed + 7919 * (epoch + 1)
             arch_steps_done = sum(strategy.wants_arch_step(epoch, step) for step in range(done.steps))
             arch_batches = _forever(lambda start: make_loader(heldout_set, train_cfg.batch_size, True, arch_seed,
-                                                              train_cfg.num_workers, world=world, start_step=start),
+                                                              train_cfg.num_workers, world=world, start_step=start,
+                                                              group_by_length=train_cfg.group_by_length),
                                     skip=arch_steps_done)
             # Strategies whose arch steps look at the weights (second-order DARTS) get one weight batch per step.
             weight_batches = _forever(lambda start: make_loader(weight_set, train_cfg.batch_size, True, arch_seed + 1,
-                                                                train_cfg.num_workers, world=world, start_step=start),
+                                                                train_cfg.num_workers, world=world, start_step=start,
+                                                                group_by_length=train_cfg.group_by_length),
                                       skip=arch_steps_done) if strategy.wants_weight_batch else None
 
             def arch_step(step: int, epoch: int = epoch, arch_batches: Iterator = arch_batches,
@@ -151,7 +153,7 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
                     save(epoch, now)
 
             loader = make_loader(weight_set, train_cfg.batch_size, True, config.seed + epoch, train_cfg.num_workers,
-                                 world=world, start_step=done.batches)
+                                 world=world, start_step=done.batches, group_by_length=train_cfg.group_by_length)
             stats = trainer.train_epoch(loader, f"search {epoch + 1}/{train_cfg.epochs}", progress, done,
                                         before_step=lambda step: strategy.before_weight_step(), after_step=arch_step,
                                         on_step=checkpoint_mid_epoch,

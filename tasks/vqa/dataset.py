@@ -66,6 +66,14 @@ class VqaDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split.questions)
 
+    def lengths(self) -> np.ndarray:
+        """Each question's region count (for ``train.group_by_length``)."""
+        counts = np.zeros(len(self), np.int64)
+        for number, feats in enumerate(self.sources):
+            mask = self.image_sources == number
+            counts[mask] = feats.num_regions[self.image_rows[mask]]
+        return counts
+
     def _regions(self, sources: np.ndarray, rows: np.ndarray) -> dict[str, torch.Tensor]:
         if (sources == sources[0]).all():  # the usual case: one fancy-indexing gather per array
             feats = self.sources[int(sources[0])]
