@@ -17,7 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -25,7 +25,7 @@ from tqdm import tqdm
 from nas.errors import UserError
 
 __all__ = ["RegionFeatures", "load_region_features", "image_id_from_filename", "default_cache_dir",
-           "index_feature_files"]
+           "index_feature_files", "write_cache", "open_cache"]
 
 _ARRAYS = ("features", "boxes", "num_regions", "image_size", "image_ids")
 
@@ -75,9 +75,7 @@ def load_region_features(directory: Path, image_ids: Iterable[int], max_regions:
     cache = Path(cache_root) / "features" / f"{directory.name}-{key}"
     if not (cache / "done.json").is_file():
         _build_cache(cache, paths, wanted, max_regions, progress)
-    arrays = {name: np.load(cache / f"{name}.npy", mmap_mode="r" if name == "features" else None)
-              for name in _ARRAYS}
-    return RegionFeatures(directory=directory, **arrays)
+    return open_cache(cache, directory)
 
 
 def index_feature_files(directory: Path) -> dict[int, Path]:
@@ -130,32 +128,52 @@ def _read_npz(path: Path, feature_dim: int | None) -> tuple[np.ndarray, np.ndarr
 def _build_cache(cache: Path, paths: list[Path], image_ids: list[int], max_regions: int, progress: bool) -> None:
     first, *_ = _read_npz(paths[0], None)
     dim = first.shape[1]
+
+    def rows() -> Iterator[tuple[int, np.ndarray, np.ndarray, int, int]]:
+        for image_id, path in zip(image_ids, paths):
+            yield (image_id, *_read_npz(path, dim))
+
+    write_cache(cache, rows(), len(paths), dim, max_regions, progress)
+
+
+def write_cache(cache: Path, rows: Iterable[tuple[int, np.ndarray, np.ndarray, int, int]], count: int, dim: int,
+                max_regions: int, progress: bool) -> None:
+    """Write ``count`` images' (image_id, regions (N, D), boxes (N, 4), height, width) as the memory-mapped
+    cache in ``cache``, atomically: a crash leaves no cache folder, never a partial one."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
     try:
         features = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
-                                             shape=(len(paths), max_regions, dim))
-        boxes = np.zeros((len(paths), max_regions, 4), np.float32)
-        num_regions = np.zeros(len(paths), np.int64)
-        image_size = np.zeros((len(paths), 2), np.int64)
-        bar = tqdm(paths, desc=f"caching features of {cache.name.rsplit('-', 1)[0]}", unit="img",
+                                             shape=(count, max_regions, dim))
+        boxes = np.zeros((count, max_regions, 4), np.float32)
+        num_regions = np.zeros(count, np.int64)
+        image_size = np.zeros((count, 2), np.int64)
+        image_ids = np.zeros(count, np.int64)
+        bar = tqdm(rows, total=count, desc=f"caching features of {cache.name.rsplit('-', 1)[0]}", unit="img",
                    disable=None if progress else True, leave=False)
-        for row, path in enumerate(bar):
-            regions, bbox, height, width = _read_npz(path, dim)
-            count = min(len(regions), max_regions)
-            features[row, :count] = regions[:count]
-            boxes[row, :count] = bbox[:count]
-            num_regions[row] = count
+        for row, (image_id, regions, bbox, height, width) in enumerate(bar):
+            kept = min(len(regions), max_regions)
+            features[row, :kept] = regions[:kept]
+            boxes[row, :kept] = bbox[:kept]
+            num_regions[row] = kept
             image_size[row] = (height, width)
+            image_ids[row] = image_id
         features.flush()
         del features
         for name, array in (("boxes", boxes), ("num_regions", num_regions), ("image_size", image_size),
-                            ("image_ids", np.asarray(image_ids, np.int64))):
+                            ("image_ids", image_ids)):
             np.save(tmp / f"{name}.npy", array)
-        (tmp / "done.json").write_text(json.dumps({"images": len(paths), "max_regions": max_regions}))
+        (tmp / "done.json").write_text(json.dumps({"images": count, "max_regions": max_regions}))
         if cache.exists():  # a concurrent or stale partial build
             shutil.rmtree(cache)
         os.replace(tmp, cache)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def open_cache(cache: Path, directory: Path) -> RegionFeatures:
+    """The cached arrays of ``cache``; features memory-mapped."""
+    arrays = {name: np.load(cache / f"{name}.npy", mmap_mode="r" if name == "features" else None)
+              for name in _ARRAYS}
+    return RegionFeatures(directory=directory, **arrays)
