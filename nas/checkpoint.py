@@ -21,8 +21,21 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint without running pickled code (``weights_only=True``)."""
+# What torch.load can raise on a damaged or foreign file: its zip reader, its legacy-format reader and
+# the weights-only unpickler each fail in their own way on bytes they did not expect.
+_UNREADABLE = (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, IndexError, ValueError, TypeError,
+               AttributeError, OverflowError, MemoryError, RecursionError)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    require: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a checkpoint without running pickled code (``weights_only=True``).
+
+    Args:
+        path: the ``.pt`` file.
+        map_location: where tensors go.
+        require: top-level keys the caller reads; a checkpoint without one is a one-line error.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
@@ -34,8 +47,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise UserError(f"{path}: refused to load checkpoint: it would run or build '{unsafe.group(1)}', "
                             "and vlnas loads only tensors and plain containers") from None
         raise UserError(f"{path}: not a readable checkpoint (truncated or not made by torch.save)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        raise UserError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]})") from None
+    except _UNREADABLE as error:
+        detail = (str(error).splitlines() or [""])[0][:200] or "the file ends early"
+        raise UserError(f"{path}: not a readable checkpoint ({type(error).__name__}: {detail})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a vlnas checkpoint (top level is {type(state).__name__})")
+    missing = [key for key in require if key not in state]
+    if missing:
+        raise UserError(f"{path}: not a checkpoint of this kind of run: no key(s) {', '.join(missing)} "
+                        f"(found {', '.join(map(str, list(state)[:8])) or 'none'})")
     return state

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from nas.errors import UserError
+from nas.errors import UserError, shown
 from nas.registry import SPACES, STRATEGIES, TASKS
 
 __all__ = [
@@ -93,11 +93,17 @@ def yaml_layer(path: str | Path) -> Layer:
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UserError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not a UTF-8 text file (bad byte at offset {error.start})") from None
+    except RecursionError:  # "[[[[..." deeper than the parser's recursion allows
+        raise UserError(f"{path}: nested too deeply to be a config file") from None
+    except ValueError as error:  # an integer of more than 4300 digits
+        raise UserError(f"{path}: holds a value YAML cannot read ({str(error).split(';')[0]})") from None
     if not isinstance(values, dict):
         raise UserError(f"{path}: a config file must hold a mapping of sections, got {type(values).__name__}")
     return Layer(str(path), values)
@@ -123,8 +129,8 @@ def overrides_layer(pairs: list[str], source: str = "command line") -> Layer:
 def _parse_scalar(raw: str) -> Any:
     try:
         return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return raw  # not YAML (or too deep, or a 5000-digit number): the schema check names the key
 
 
 def resolve_config(layers: list[Layer], *, sections: tuple[str, ...] = ("task", "space", "strategy")) -> RunConfig:
@@ -145,7 +151,7 @@ def resolve_config(layers: list[Layer], *, sections: tuple[str, ...] = ("task", 
                 valid = ", ".join(["seed", *sorted(schemas)])
                 raise UserError(f"{layer.source}: unknown section '{key}'. Valid sections: {valid}")
             if not isinstance(value, dict):
-                raise UserError(f"{layer.source}: '{key}' must be a mapping of settings, got {value!r}")
+                raise UserError(f"{layer.source}: '{key}' must be a mapping of settings, got {shown(value)}")
             merged[key].update(check_section(value, schemas[key], key, layer.source))
     # Each component's Config has a ``name`` field, so the chosen names land in it.
     built = {section: schemas[section](**values) for section, values in merged.items()}
@@ -160,7 +166,7 @@ def _component_name(layers: list[Layer], section: str) -> str:
         if isinstance(value, dict) and "name" in value:
             name = value["name"]
             if not isinstance(name, str):
-                raise UserError(f"{layer.source}: {section}.name must be a string, got {name!r}")
+                raise UserError(f"{layer.source}: {section}.name must be a string, got {shown(name)}")
     if name is None:
         registry = _COMPONENT_SECTIONS[section]
         raise UserError(f"no {section}.name given. Available: {', '.join(registry.names())}")
@@ -202,7 +208,7 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
             value = [part for part in value.replace("[", "").replace("]", "").split(",") if part.strip()]
             value = [_parse_scalar(part.strip()) for part in value]
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{source}: {key} must be a list, got {value!r}")
+            raise UserError(f"{source}: {key} must be a list, got {shown(value)}")
         return [_coerce(item, item_hint, source, key) for item in value]
     if hint is Any:
         return value
@@ -211,13 +217,13 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
             return value.lower() in ("true", "yes", "on")
-        raise UserError(f"{source}: {key} must be true or false, got {value!r}")
+        raise UserError(f"{source}: {key} must be true or false, got {shown(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise UserError(f"{source}: {key} must be an integer, got {value!r}")
+        raise UserError(f"{source}: {key} must be an integer, got {shown(value)}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -226,13 +232,13 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
                 return float(value)  # YAML 1.1 reads "1e-4" as a string
             except ValueError:
                 pass
-        raise UserError(f"{source}: {key} must be a number, got {value!r}")
+        raise UserError(f"{source}: {key} must be a number, got {shown(value)}")
     if hint is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise UserError(f"{source}: {key} must be a string, got {value!r}")
+        raise UserError(f"{source}: {key} must be a string, got {shown(value)}")
     return value
 
 

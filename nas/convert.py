@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from nas.errors import UserError
+from nas.errors import UserError, json_type, shown
 from nas.genotype import Genotype
 from nas.io import read_json
 
@@ -21,25 +21,28 @@ def convert_mmnas_arch(path: str | Path, task: str, epoch: int | None = None,
                        provenance: dict[str, Any] | None = None) -> Genotype:
     """Read an MmNas arch file and return the genotype of one of its epochs (default: the last)."""
     data = read_json(path, "MmNas arch file")
-    if not isinstance(data, dict) or not data or not all(re.fullmatch(r"epoch\d+", k) for k in data):
+    if not isinstance(data, dict) or not data or not all(re.fullmatch(r"epoch\d{1,9}", k, re.ASCII) for k in data):
         raise UserError(f"{path}: not an MmNas arch file (expected keys epoch0, epoch1, ...)")
-    epochs = sorted(int(key[5:]) for key in data)
+    keys = {int(key[5:]): key for key in data}  # "epoch01" is epoch 1 too
+    epochs = sorted(keys)
     chosen = epochs[-1] if epoch is None else epoch
     if chosen not in epochs:
         raise UserError(f"{path}: no epoch{chosen}. Available: {', '.join(f'epoch{e}' for e in epochs)}")
-    cell = data[f"epoch{chosen}"]
+    cell = data[keys[chosen]]
     if not isinstance(cell, dict) or set(cell) != {"enc", "dec"}:
         raise UserError(f"{path}: epoch{chosen} must hold exactly the keys 'enc' and 'dec'")
     choices = {}
     for part in ("enc", "dec"):
+        if not isinstance(cell[part], list):
+            raise UserError(f"{path}: epoch{chosen}.{part} must be a list of blocks, got {json_type(cell[part])}")
         for index, node in enumerate(cell[part]):
             where = f"{path}: epoch{chosen}.{part}[{index}]"
             if not isinstance(node, list) or len(node) != 1:
                 raise UserError(f"{where} must list exactly one op (a sum of several ops is not supported), "
-                                f"got {node!r}")
+                                f"got {shown(node)}")
             name = node[0]
-            if name not in MMNAS_OP_NAMES:
-                raise UserError(f"{where}: unknown MmNas op {name!r}. Supported: {', '.join(MMNAS_OP_NAMES)}")
+            if not isinstance(name, str) or name not in MMNAS_OP_NAMES:
+                raise UserError(f"{where}: unknown MmNas op {shown(name)}. Supported: {', '.join(MMNAS_OP_NAMES)}")
             choices[f"{part}/{index}"] = MMNAS_OP_NAMES[name]
     record = {"source": f"MmNas arch file {Path(path).name}", "source_epoch": chosen}
     record.update(provenance or {})

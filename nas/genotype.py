@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from nas.errors import UserError
+from nas.errors import UserError, shown
 from nas.io import atomic_write_json, read_json
 
 __all__ = ["Genotype", "FORMAT", "VERSION", "load_genotype", "save_genotype", "genotype_from_dict",
@@ -50,26 +50,27 @@ def genotype_from_dict(data: Any, source: str = "genotype") -> Genotype:
     if not isinstance(data, dict):
         raise UserError(f"{source}: a genotype must be a JSON object, got {type(data).__name__}")
     if data.get("format") != FORMAT:
-        raise UserError(f"{source}: 'format' is {data.get('format')!r}, expected '{FORMAT}'"
+        raise UserError(f"{source}: 'format' is {shown(data.get('format'))}, expected '{FORMAT}'"
                         " (MmNas arch files can be imported with 'nas genotype convert')")
     version = data.get("version")
-    if version != VERSION:
-        raise UserError(f"{source}: unknown genotype version {version!r}; this vlnas reads version {VERSION}")
+    # type() check: JSON true and 1.0 compare equal to 1 but are not a version number.
+    if type(version) is not int or version != VERSION:
+        raise UserError(f"{source}: unknown genotype version {shown(version)}; this vlnas reads version {VERSION}")
     extra = sorted(set(data) - _KEYS)
     if extra:
         raise UserError(f"{source}: unknown key(s) {', '.join(extra)}. Valid keys: {', '.join(sorted(_KEYS))}")
     for key in ("space", "task"):
         if not isinstance(data.get(key), str) or not data[key]:
-            raise UserError(f"{source}: '{key}' must be a non-empty string, got {data.get(key)!r}")
+            raise UserError(f"{source}: '{key}' must be a non-empty string, got {shown(data.get(key))}")
     choices = data.get("choices")
     if not isinstance(choices, dict) or not choices:
         raise UserError(f"{source}: 'choices' must be a non-empty object of label -> op")
     for label, op in choices.items():
         if not isinstance(op, str):
-            raise UserError(f"{source}: choices['{label}'] must be an op name (string), got {op!r}")
+            raise UserError(f"{source}: choices['{label}'] must be an op name (string), got {shown(op)}")
     for key in ("provenance", "metrics"):
         if not isinstance(data.get(key, {}), dict):
-            raise UserError(f"{source}: '{key}' must be an object, got {data[key]!r}")
+            raise UserError(f"{source}: '{key}' must be an object, got {shown(data[key])}")
     return Genotype(space=data["space"], task=data["task"], choices=dict(choices),
                     provenance=dict(data.get("provenance", {})), metrics=dict(data.get("metrics", {})))
 
@@ -110,7 +111,7 @@ def _compact(labels: list[str]) -> str:
     groups: list[tuple[str, list[int]]] = []
     rest = []
     for label in labels:
-        match = re.fullmatch(r"(.*/)(\d+)", label)
+        match = re.fullmatch(r"(.*/)(\d{1,9})", label, re.ASCII)  # int() refuses 4300+ digits
         if not match:
             rest.append(label)
             continue

@@ -83,8 +83,14 @@ def read_json(path: str | Path, what: str = "file") -> Any:
     if not path.is_file():
         raise UserError(f"{path}: {what} not found")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:  # e.g. "[[[[..." deeper than Python's recursion limit
+        raise UserError(f"{path}: {what} is nested too deeply to parse") from None
+    except ValueError as error:  # json's own int() refuses numbers of more than 4300 digits
+        raise UserError(f"{path}: {what} holds a value JSON cannot read ({str(error).split(';')[0]})") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read {what} ({error.strerror or error})") from None

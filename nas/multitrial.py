@@ -41,12 +41,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 import torch
-import yaml
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.checkpoint import load_checkpoint
-from nas.config import RunConfig, config_to_dict
+from nas.config import RunConfig, config_to_dict, yaml_layer
 from nas.data import make_eval_loader, move_batch
 from nas.errors import UserError
 from nas.genotype import Genotype, save_genotype
@@ -686,7 +685,7 @@ def check_run_dir(config: RunConfig, run_dir: Path, may_differ: frozenset[str] =
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = yaml.safe_load(saved_path.read_text()) or {}
+    saved = dict(yaml_layer(saved_path).values)  # a broken file is a one-line error naming it
     old = {k: v for k, v in _flatten(json.loads(json.dumps(saved, default=str))).items() if k not in may_differ}
     new = _comparable(config, may_differ)
     if old != new:

@@ -79,7 +79,7 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
 
     start_epoch, best, history, progress_state = 0, None, [], None
     if resume:
-        state = load_checkpoint(run_dir / LAST, map_location=device)
+        state = load_checkpoint(run_dir / LAST, map_location=device, require=("model", "optimizer", "history", "epoch"))
         trainer.load_state_dict(state, str(run_dir / LAST))
         restore_rng_states(state.get("rng") or [], world, run_dir / LAST)
         task.load_state_dict(state.get("task") or {})

@@ -85,7 +85,8 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
         board = BoardWriter(run_dir / "tensorboard", getattr(space, "short_names", {}),
                             getattr(space, "diagram_links", {}))
     if resume:
-        state = load_checkpoint(checkpoint_path, map_location=device)
+        state = load_checkpoint(checkpoint_path, map_location=device,
+                                require=("model", "optimizer", "strategy", "history", "epoch"))
         trainer.load_state_dict(state, str(checkpoint_path))
         strategy.load_state_dict(state["strategy"])
         restore_rng_states(state.get("rng") or [], world, checkpoint_path)

@@ -13,7 +13,7 @@ from nas.checkpoint import load_checkpoint
 from nas.config import Layer, resolve_config
 from nas.data import make_eval_loader
 from nas.ema import WeightAverage
-from nas.errors import UserError
+from nas.errors import UserError, shown
 from nas.genotype import genotype_from_dict
 from nas.space import fixed_block_factory
 from nas.training import predict, resolve_precision, start_run
@@ -45,6 +45,9 @@ def submit(checkpoint: Path, split: str | None, out: Path | None, layers: list[L
     for key in ("config", "genotype", "model"):
         if key not in state:
             raise UserError(f"{checkpoint}: not a 'nas retrain' checkpoint (no '{key}')")
+    if not isinstance(state["config"], dict) or not all(isinstance(v, dict) for k, v in state["config"].items()
+                                                         if k != "seed"):
+        raise UserError(f"{checkpoint}: its 'config' must be a mapping of sections, got {shown(state['config'])}")
     saved_task = state["config"].get("task", {}).get("name")
     if expected_task and saved_task != expected_task:
         raise UserError(f"{checkpoint}: is a '{saved_task}' checkpoint, not '{expected_task}'")
@@ -59,13 +62,18 @@ def submit(checkpoint: Path, split: str | None, out: Path | None, layers: list[L
     data = task.prepare([split])
     model = space.build_model(data.meta, task.build_head(config.space.hidden, data.meta),
                               fixed_block_factory(genotype.choices)).to(device)
-    model.load_state_dict(state["model"])
-    weights = "raw"
-    if state.get("ema") is not None and not raw_weights:
-        average = WeightAverage(model, 0.5)  # the decay is unused: only the saved average is loaded
-        average.load_state_dict(state["ema"])
-        model.load_state_dict(average.shadow)
-        weights = "ema"
+    try:
+        model.load_state_dict(state["model"])
+        weights = "raw"
+        if state.get("ema") is not None and not raw_weights:
+            average = WeightAverage(model, 0.5)  # the decay is unused: only the saved average is loaded
+            average.load_state_dict(state["ema"])
+            model.load_state_dict(average.shadow)
+            weights = "ema"
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        detail = " ".join(str(error).split())[:300]
+        raise UserError(f"{checkpoint}: its weights do not fit the model its config and genotype build "
+                        f"({detail})") from None
     dataset = data.splits[split]
     dtype = resolve_precision(config.train.precision, device)
     autocast = None if dtype == torch.float32 else (lambda: torch.autocast(device.type, dtype=dtype))

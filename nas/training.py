@@ -256,8 +256,13 @@ class Trainer:
                 "ema": self.ema.state_dict() if self.ema is not None else None}
 
     def load_state_dict(self, state: dict[str, Any], source: str) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
+            # A checkpoint of another network (width, depth, vocabulary) or a damaged one.
+            detail = " ".join(str(error).split())[:300]
+            raise UserError(f"{source}: its weights do not fit this run's model ({detail})") from None
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:

@@ -8,8 +8,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from nas.config import Layer, RunConfig, config_to_dict, find_experiment, overrides_layer, yaml_layer
 from nas.distributed import SINGLE, close_world, launch, world_from_env
 from nas.errors import UserError
@@ -100,7 +98,7 @@ def should_resume(args: argparse.Namespace, config: RunConfig, checkpoint: Path)
     if args.resume or args.out is None or not checkpoint.is_file():
         return args.resume
     saved_path = Path(args.out) / "config.yaml"
-    saved = yaml.safe_load(saved_path.read_text()) if saved_path.is_file() else None
+    saved = dict(yaml_layer(saved_path).values) if saved_path.is_file() else None  # a broken file: one line
     differences = _differences(saved or {}, config_to_dict(config))
     differences = [key for key in differences if key != "train.epochs"]
     if differences:

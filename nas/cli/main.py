@@ -6,6 +6,7 @@ import argparse
 import logging
 import re
 import sys
+import traceback
 
 import nas
 from nas.errors import UserError
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vlnas {nas.__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error in what was given (a bad file, key or value), also print the traceback")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (search_cmd, tune_cmd, retrain_cmd, submit_cmd, evaluate_cmd, genotype_cmd, board_cmd, data_cmd):
         module.add_parser(commands)
@@ -65,14 +68,23 @@ def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return actions
 
 
+def one_line(message: str) -> str:
+    """The message with its line breaks escaped: a value quoted from a file may hold a newline, and the
+    error must stay one line (scripts and log scrapers read the last line)."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         parser = build_parser()
         args = parser.parse_args(gather_overrides(list(sys.argv[1:] if argv is None else argv), parser))
         return args.handler(args)
     except UserError as error:
         logging.getLogger("nas").debug("user error", exc_info=True)
-        print(f"nas: error: {error}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            traceback.print_exc(file=sys.stderr)
+        print(f"nas: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nas: interrupted; every file written is complete, and a training run saved its checkpoint at the "

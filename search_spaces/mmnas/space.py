@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from nas.errors import UserError
 from nas.model import VisionLanguageModel
 from nas.registry import SPACES
 from nas.space import BlockFactory, SearchSpace
@@ -23,7 +24,11 @@ from nas.task import TaskMeta
 from search_spaces.mmnas.backbone import EncoderDecoder, TextImageEmbedding
 from search_spaces.mmnas.ops import DECODER_OPS, ENCODER_OPS, SHORT_NAMES, OpSizes, make_op
 
-__all__ = ["MmnasSpace", "MmnasConfig"]
+__all__ = ["MmnasSpace", "MmnasConfig", "MAX_BLOCKS"]
+
+# Most blocks a stream may have (MmNas uses 12 and 18); a bound, so a corrupted label or override
+# cannot make choices() build billions of entries.
+MAX_BLOCKS = 1024
 
 
 @dataclass
@@ -64,13 +69,22 @@ class MmnasSpace(SearchSpace):
         prior.update({f"dec/{i}": decoder[i % 3] for i in range(self.config.dec_blocks)})
         return prior
 
+    def __init__(self, config: MmnasConfig) -> None:
+        super().__init__(config)
+        for key in ("enc_blocks", "dec_blocks"):
+            # choices() lists every block, so an absurd depth would hang before any error could be given.
+            if not 0 <= getattr(config, key) <= MAX_BLOCKS:
+                raise UserError(f"space.{key}={getattr(config, key)}: must be between 0 and {MAX_BLOCKS}")
+
     @classmethod
     def config_from_choices(cls, choices: Mapping[str, str]) -> dict[str, Any]:
-        # Depth = highest index + 1, so a gap shows up as a missing label, not a shorter net.
+        # Depth = highest index + 1, so a gap shows up as a missing label, not a shorter net. An index
+        # past MAX_BLOCKS (e.g. a corrupted "dec/99999999999") is left out, so validation reports it as an
+        # unexpected label instead of building a space that deep.
         depth = {"enc": 0, "dec": 0}
         for label in choices:
-            match = re.fullmatch(r"(enc|dec)/(\d+)", label)
-            if match:
+            match = re.fullmatch(r"(enc|dec)/(\d{1,6})", label, re.ASCII)
+            if match and int(match.group(2)) < MAX_BLOCKS:
                 depth[match.group(1)] = max(depth[match.group(1)], int(match.group(2)) + 1)
         return {"enc_blocks": depth["enc"], "dec_blocks": depth["dec"]}
 
