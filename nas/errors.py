@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["UserError", "json_type", "shown"]
+__all__ = ["UserError", "json_type", "shown", "described"]
 
 
 class UserError(Exception):
@@ -32,3 +32,12 @@ def shown(value: Any, limit: int = 60) -> str:
     except ValueError:  # an int too long for repr (Python's 4300-digit limit)
         text = f"<{json_type(value)} too long to show>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def described(value: Any) -> str:
+    """What was found, for "expected X, got ..." messages: ``string 'abc'``, ``integer 5``, ``null``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    return f"{json_type(value)} {shown(value)}"

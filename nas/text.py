@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 
-from nas.errors import UserError
+from nas.errors import UserError, json_type, shown
 from nas.io import atomic_write_json, read_json
 
-__all__ = ["Tokenizer", "build_vocab", "load_or_build_vocab", "encode", "load_word_vectors", "word_vector_tensor",
-           "SPECIAL_TOKENS"]
+__all__ = ["Tokenizer", "build_vocab", "load_or_build_vocab", "check_vocab", "encode", "load_word_vectors",
+           "word_vector_tensor", "SPECIAL_TOKENS"]
 
 SPECIAL_TOKENS = {"PAD": 0, "UNK": 1, "CLS": 2}
 
@@ -44,12 +44,31 @@ def load_or_build_vocab(path: Path, token_lists: Iterable[list[str]]) -> dict[st
     """Reuse the run's saved vocabulary, so token ids never change within a run."""
     if path.is_file():
         vocab = read_json(path, "token vocabulary")
-        if not isinstance(vocab, dict) or any(not isinstance(v, int) for v in vocab.values()):
-            raise UserError(f"{path}: a token vocabulary must map tokens to integer ids")
+        check_vocab(vocab, path)
         return vocab
     vocab = build_vocab(token_lists)
     atomic_write_json(path, vocab, indent=None)
     return vocab
+
+
+def check_vocab(vocab: Any, path: Path) -> None:
+    """A saved vocabulary must be what ``build_vocab`` writes: tokens -> ids 0..N-1, each id once, with
+    PAD, UNK and CLS first. Any other id would index past the embedding or merge two tokens."""
+    if not isinstance(vocab, dict):
+        raise UserError(f"{path}: a token vocabulary must be a JSON object of token -> id, got {json_type(vocab)}")
+    for token, index in SPECIAL_TOKENS.items():
+        if vocab.get(token) != index:
+            raise UserError(f"{path}: token {token} must have id {index}, got {shown(vocab.get(token))}")
+    bad = next(((t, i) for t, i in vocab.items() if type(i) is not int or not 0 <= i < len(vocab)), None)
+    if bad is not None:
+        raise UserError(f"{path}: token {shown(bad[0])} has id {shown(bad[1])}; ids must be integers "
+                        f"0..{len(vocab) - 1}")
+    if len(set(vocab.values())) < len(vocab):
+        seen: dict[int, str] = {}
+        for token, index in vocab.items():
+            if index in seen:
+                raise UserError(f"{path}: tokens {shown(seen[index])} and {shown(token)} share id {index}")
+            seen[index] = token
 
 
 def encode(token_lists: list[list[str]], vocab: dict[str, int], max_tokens: int) -> np.ndarray:
@@ -94,11 +113,21 @@ def word_vector_tensor(source: str | None, vocab: dict[str, int]) -> torch.Tenso
 
 
 def _glove_vectors(path: Path, vocab: dict[str, int]) -> np.ndarray:
+    try:
+        return _read_glove(path, vocab)
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: word-vector file is not UTF-8 text (bad byte at offset {error.start})") from None
+
+
+def _read_glove(path: Path, vocab: dict[str, int]) -> np.ndarray:
     matrix = None
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             word, *values = line.rstrip().split(" ")
             if matrix is None:
+                if not values:
+                    raise UserError(f"{path}: line {number} has a word and no vector; expected GloVe's "
+                                    "'word v1 v2 ...' lines")
                 matrix = np.zeros((len(vocab), len(values)), np.float32)
             if len(values) != matrix.shape[1]:
                 raise UserError(f"{path}: line {number} has {len(values)} values, expected {matrix.shape[1]}")

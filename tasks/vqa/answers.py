@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from nas.errors import UserError
+from nas.errors import UserError, described
 from nas.io import atomic_write_json, read_json
 from tasks.vqa.answer_norm import prep_answer
 
@@ -29,7 +29,16 @@ def load_or_build_answer_vocab(path: Path, annotations: list[dict], min_count: i
             ans_to_ix, ix_to_ans = data
             answers = [ix_to_ans[str(i)] for i in range(len(ix_to_ans))]
         except (ValueError, TypeError, KeyError):
-            raise UserError(f"{path}: expected MCAN's [ans_to_ix, ix_to_ans] answer dictionary") from None
+            raise UserError(f"{path}: expected MCAN's [ans_to_ix, ix_to_ans] answer dictionary, with ix_to_ans "
+                            "keyed \"0\", \"1\", ... without gaps") from None
+        if not answers:
+            raise UserError(f"{path}: the answer dictionary is empty")
+        bad = next((a for a in answers if not isinstance(a, str)), None)
+        if bad is not None:
+            raise UserError(f"{path}: answers must be strings, got {described(bad)}")
+        if len(set(answers)) < len(answers):
+            repeated = next(a for a in answers if answers.count(a) > 1)
+            raise UserError(f"{path}: answer {repeated!r} has more than one index")
         return answers
     answers = build_answer_vocab(annotations, min_count)
     if not answers:

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from nas.data import BatchConcat
-from nas.errors import UserError
+from nas.errors import UserError, described, json_type, shown
 from nas.features import index_feature_files, load_region_features
 from nas.heads import FusionHead
 from nas.io import atomic_write_json, read_json
@@ -119,6 +119,12 @@ class VqaTask(Task):
                 raise UserError(f"{annotations_path}: no annotation for {len(missing)} question(s) of "
                                 f"{questions_path.name}, e.g. question_id {missing[0]}")
             annotations = [by_id[q["question_id"]] for q in questions]
+            # Files of two releases can share question ids; their image ids tell them apart.
+            for question, annotation in zip(questions, annotations):
+                if question["image_id"] != annotation["image_id"]:
+                    raise UserError(f"{annotations_path}: question_id {question['question_id']} is about image_id "
+                                    f"{annotation['image_id']} here but image_id {question['image_id']} in "
+                                    f"{questions_path.name}")
         return VqaSplit(name, questions, annotations)
 
     def _check_vg_files(self, root: Path, names: list[str]) -> None:
@@ -292,16 +298,42 @@ class VqaTask(Task):
                 "per_question_type": scores.per_question_type, "num_questions": scores.num_questions}
 
 
+# The fields the loader reads, with the JSON type each must have (VQA v2's released files).
+_FIELDS = {"questions": {"question_id": int, "image_id": int, "question": str},
+           "annotations": {"question_id": int, "image_id": int, "multiple_choice_answer": str, "answers": list}}
+_TYPE_WORDS = {int: "an integer", str: "a string", list: "a list"}
+
+
 def _records(data: Any, key: str, path: Path) -> list[dict]:
+    """The ``key`` list of a VQA questions or annotations file, every record checked field by field."""
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
-        raise UserError(f"{path}: expected a JSON object with a '{key}' list (the VQA v2 format)")
-    required = ("question_id", "image_id", "question") if key == "questions" else \
-        ("question_id", "image_id", "multiple_choice_answer", "answers")
-    for number, record in enumerate(data[key]):
-        missing = [k for k in required if not isinstance(record, dict) or k not in record]
-        if missing:
-            raise UserError(f"{path}: {key}[{number}] has no key '{missing[0]}'")
-    return data[key]
+        found = f"a JSON {json_type(data)}" if not isinstance(data, dict) else \
+            f"'{key}' {'missing' if key not in data else 'as ' + json_type(data[key])}"
+        raise UserError(f"{path}: expected a JSON object with a '{key}' list (the VQA v2 format), got {found}")
+    records = data[key]
+    if not records:
+        raise UserError(f"{path}: '{key}' is empty")
+    seen: dict[int, int] = {}
+    for number, record in enumerate(records):
+        where = f"{path}: {key}[{number}]"
+        if not isinstance(record, dict):
+            raise UserError(f"{where} must be an object, got {described(record)}")
+        for name, kind in _FIELDS[key].items():
+            if name not in record:
+                raise UserError(f"{where} has no key '{name}'")
+            value = record[name]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise UserError(f"{where}: '{name}' must be {_TYPE_WORDS[kind]}, got {described(value)}")
+        if key == "annotations":
+            for k, answer in enumerate(record["answers"]):
+                if not isinstance(answer, dict) or not isinstance(answer.get("answer"), str):
+                    raise UserError(f"{where}: answers[{k}] must be an object with a string 'answer', "
+                                    f"got {shown(answer)}")
+        qid = record["question_id"]
+        if qid in seen:  # the official evaluator would silently keep one of them
+            raise UserError(f"{path}: question_id {qid} appears twice ({key}[{seen[qid]}] and {key}[{number}])")
+        seen[qid] = number
+    return records
 
 
 def _split_files(root: Path, name: str) -> tuple[Path, Path]:
@@ -323,7 +355,11 @@ def _families(root: Path) -> dict[int, str] | None:
     meta = root / "synth_meta.json"
     if not meta.is_file():
         return None
-    families = read_json(meta, "built-in dataset description").get("families", {})
+    data = read_json(meta, "built-in dataset description")
+    families = data.get("families", {}) if isinstance(data, dict) else None
+    if not isinstance(families, dict) or not all(isinstance(family, str) and qid.isascii() and qid.isdigit()
+                                                 for qid, family in families.items()):
+        raise UserError(f"{meta}: expected {{'families': {{question_id: family name}}}}, as 'nas data synth' writes")
     return {int(qid): family for qid, family in families.items()}
 
 

@@ -76,8 +76,9 @@ def test_vg_features_are_found_in_any_coco_folder(tiny_vqa_dir: Path, tmp_path: 
     npz = _npz(copy, "val2014", val_image)
     np.testing.assert_allclose(batch["features"][0, :int(npz["num_bbox"])].numpy(), npz["x"].T)
 
-    questions["questions"][0]["image_id"] = 999_999_999
+    questions["questions"][0]["image_id"] = annotations["annotations"][0]["image_id"] = 999_999_999
     questions_path.write_text(json.dumps(questions))
+    annotations_path.write_text(json.dumps(annotations))  # the two files must agree on the image
     with pytest.raises(UserError, match="no feature file for vg image_id 999999999 .* in train2014, val2014, "
                                         "test2015"):
         make_task(copy, tmp_path / "run2").prepare(["vg"])
