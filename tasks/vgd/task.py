@@ -106,6 +106,9 @@ class VgdTask(Task):
             if name not in expressions:
                 raise UserError(f"unknown {self.config.dataset} split '{name}'. Splits in the annotations: "
                                 f"{', '.join(expressions)}")
+            if not expressions[name]:
+                raise UserError(f"{self.config.dataset} split '{name}' has no expressions in the "
+                                f"{self.config.annotations} annotations under {root}")
         tokenizer = Tokenizer()
         tokens = {split: tokenizer(e.text for e in items) for split, items in expressions.items()}
         vocab = load_or_build_vocab(self.run_dir / "vocab.json", (t for split in tokens for t in tokens[split]))
