@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -65,6 +66,8 @@ def load_region_features(directory: Path, image_ids: Iterable[int], max_regions:
     if not directory.is_dir():
         raise UserError(f"{directory}: feature folder not found")
     wanted = sorted(set(int(i) for i in image_ids))
+    if not wanted:
+        raise UserError(f"{directory}: no images were asked for (the split has no questions, expressions or images)")
     files = index_feature_files(directory)
     missing = [i for i in wanted if i not in files]
     if missing:
@@ -100,18 +103,33 @@ def _cache_key(directory: Path, paths: list[Path], max_regions: int) -> str:
     return digest.hexdigest()[:16]
 
 
+# What reading a damaged archive member can raise: bad CRC or header (BadZipFile), a corrupt deflate stream
+# (zlib.error), a cut or malformed .npy inside (ValueError, EOFError), an object array (ValueError).
+_UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, KeyError, NotImplementedError)
+_NUMERIC = "fiu"  # dtype kinds that are numbers: float, signed and unsigned integer
+
+
 def _read_npz(path: Path, feature_dim: int | None) -> tuple[np.ndarray, np.ndarray, int, int]:
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+    except _UNREADABLE as error:
+        raise UserError(f"{path}: unreadable feature file ({_first_line(error)})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise UserError(f"{path}: is a single .npy array, expected an .npz archive of x, bbox, image_h, image_w")
+    try:
+        with data:
             missing = [k for k in ("x", "bbox", "image_h", "image_w") if k not in data.files]
             if missing:
                 raise UserError(f"{path}: missing key(s) {', '.join(missing)} (found {', '.join(data.files)})")
-            x, bbox = np.asarray(data["x"]), np.asarray(data["bbox"], dtype=np.float32)
-            height, width = int(data["image_h"]), int(data["image_w"])
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise UserError(f"{path}: unreadable feature file ({error})") from None
+            x, bbox, height, width = (np.asarray(data[k]) for k in ("x", "bbox", "image_h", "image_w"))
+    except _UNREADABLE as error:
+        raise UserError(f"{path}: unreadable feature file ({_first_line(error)})") from None
+    for name, array in (("x", x), ("bbox", bbox)):
+        if array.dtype.kind not in _NUMERIC:
+            raise UserError(f"{path}: {name} has dtype {array.dtype}, expected numbers (float32)")
     if x.ndim != 2 or bbox.ndim != 2 or bbox.shape[1] != 4:
         raise UserError(f"{path}: expected x of 2 dims and bbox (N, 4), got x {x.shape} and bbox {bbox.shape}")
+    size = [_image_side(path, name, value) for name, value in (("image_h", height), ("image_w", width))]
     count = bbox.shape[0]
     # Released files store (D, N); bottom-up-attention.pytorch stores (N, D).
     if x.shape[0] == count and (x.shape[1] != count or x.shape[1] == feature_dim):
@@ -122,7 +140,26 @@ def _read_npz(path: Path, feature_dim: int | None) -> tuple[np.ndarray, np.ndarr
         raise UserError(f"{path}: x has shape {x.shape} but bbox lists {count} regions")
     if feature_dim is not None and regions.shape[1] != feature_dim:
         raise UserError(f"{path}: feature size {regions.shape[1]} differs from the other files ({feature_dim})")
-    return regions.astype(np.float32, copy=False), bbox, height, width
+    regions, bbox = regions.astype(np.float32, copy=False), bbox.astype(np.float32, copy=False)
+    for name, array in (("x", regions), ("bbox", bbox)):
+        # Caught here, a NaN names its file; in training it would only show as a NaN loss.
+        if not np.isfinite(array).all():
+            raise UserError(f"{path}: {name} holds NaN or infinite values (or values too large for float32)")
+    return regions, bbox, size[0], size[1]
+
+
+def _image_side(path: Path, name: str, value: np.ndarray) -> int:
+    """``image_h`` / ``image_w``: one positive whole number of pixels."""
+    if value.size != 1 or value.dtype.kind not in _NUMERIC or not np.isfinite(value).all() \
+            or float(value.reshape(-1)[0]) != int(value.reshape(-1)[0]) or value.reshape(-1)[0] <= 0:
+        shown_value = value.reshape(-1)[:4].tolist() if value.size else "an empty array"
+        raise UserError(f"{path}: {name} must be one positive whole number of pixels, got {shown_value} "
+                        f"(dtype {value.dtype}, shape {value.shape})")
+    return int(value.reshape(-1)[0])
+
+
+def _first_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
 
 
 def _build_cache(cache: Path, paths: list[Path], image_ids: list[int], max_regions: int, progress: bool) -> None:
@@ -174,6 +211,10 @@ def write_cache(cache: Path, rows: Iterable[tuple[int, np.ndarray, np.ndarray, i
 
 def open_cache(cache: Path, directory: Path) -> RegionFeatures:
     """The cached arrays of ``cache``; features memory-mapped."""
-    arrays = {name: np.load(cache / f"{name}.npy", mmap_mode="r" if name == "features" else None)
-              for name in _ARRAYS}
+    try:
+        arrays = {name: np.load(cache / f"{name}.npy", mmap_mode="r" if name == "features" else None,
+                                allow_pickle=False) for name in _ARRAYS}
+    except _UNREADABLE as error:  # written atomically, so only a damaged disk or a hand edit gets here
+        raise UserError(f"{cache}: feature cache is damaged ({_first_line(error)}); delete that folder and the "
+                        "next run rebuilds it") from None
     return RegionFeatures(directory=directory, **arrays)
