@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.errors import UserError
+from nas.errors import UserError, shown
 from nas.features import RegionFeatures
 
 __all__ = ["PrecompSplit", "read_precomp"]
@@ -51,13 +51,12 @@ def read_precomp(folder: Path, split: str) -> PrecompSplit:
     captions_path = folder / f"{split}_caps.txt"
     if not images_path.is_file() or not captions_path.is_file():
         raise UserError(f"{folder}: split '{split}' needs {images_path.name} and {captions_path.name}")
-    try:
-        images = np.load(images_path, mmap_mode="r")
-    except ValueError as error:
-        raise UserError(f"{images_path}: unreadable .npy ({error})") from None
+    images = _load_array(images_path, mmap=True)
     if images.ndim != 3:
         raise UserError(f"{images_path}: expected (images, regions, features), got shape {images.shape}")
-    captions = captions_path.read_text(encoding="utf-8").splitlines()
+    if len(images) == 0:
+        raise UserError(f"{images_path}: holds no images (shape {images.shape})")
+    captions = _read_lines(captions_path).splitlines()
     if len(captions) != CAPTIONS_PER_IMAGE * len(images):
         raise UserError(f"{captions_path}: {len(captions)} captions for {len(images)} images "
                         f"(expected {CAPTIONS_PER_IMAGE} per image)")
@@ -65,7 +64,7 @@ def read_precomp(folder: Path, split: str) -> PrecompSplit:
     ids = np.arange(count, dtype=np.int64)
     ids_path = folder / f"{split}_ids.txt"
     if ids_path.is_file():
-        lines = [int(line) for line in ids_path.read_text().split()]
+        lines = _read_ids(ids_path)
         # dev/test list one id per caption; keep every fifth (MmNas's loader).
         lines = lines[::CAPTIONS_PER_IMAGE] if len(lines) == CAPTIONS_PER_IMAGE * count else lines
         if len(lines) != count:
@@ -85,7 +84,46 @@ def read_precomp(folder: Path, split: str) -> PrecompSplit:
 def _optional(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray | None:
     if not path.is_file():
         return None
-    array = np.load(path)
+    array = _load_array(path, mmap=False)
     if array.shape != shape:
         raise UserError(f"{path}: expected shape {shape}, got {array.shape}")
     return array.astype(dtype, copy=False)
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    """One numeric ``.npy`` array (memory-mapped for the features: F30K's train_ims.npy is ~8 GB)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if not magic:
+        raise UserError(f"{path}: is empty, expected a .npy array")
+    if magic.startswith(b"PK"):
+        raise UserError(f"{path}: is an .npz archive, expected one array saved with numpy.save (.npy)")
+    if magic != b"\x93NUMPY":
+        raise UserError(f"{path}: not a .npy file (it does not start with numpy's magic bytes)")
+    try:
+        # allow_pickle=False: an array file must never be able to run code.
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:
+        raise UserError(f"{path}: unreadable .npy ({' '.join(str(error).split())[:200]})") from None
+    if array.dtype.kind not in "fiu":
+        raise UserError(f"{path}: has dtype {array.dtype}, expected numbers")
+    return array
+
+
+def _read_lines(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (bad byte at offset {error.start})") from None
+
+
+def _read_ids(path: Path) -> list[int]:
+    ids = []
+    for number, line in enumerate(_read_lines(path).splitlines(), 1):
+        if line.strip():
+            try:
+                ids.append(int(line))
+            except ValueError:
+                raise UserError(f"{path}: line {number} is not an image id (a whole number): "
+                                f"{shown(line.strip())}") from None
+    return ids
