@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from nas.board.writer import BoardWriter, flat_scalars, op_counts
-from nas.errors import UserError
+from nas.errors import UserError, json_type
 from nas.genotype import Genotype, load_genotype
+from nas.io import read_json
 
 __all__ = ["BoardEntry", "collect", "write_entry"]
 
@@ -32,9 +33,12 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}: line {number} is not JSON ({error.msg})") from None
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError, ValueError) as error:
+                raise UserError(f"{path}: line {number} is not JSON ({getattr(error, 'msg', 'unreadable')})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}: line {number} must be a JSON object, got {json_type(record)}")
+            records.append(record)
     return records
 
 
@@ -46,7 +50,9 @@ def _run_entry(folder: Path, name: str) -> BoardEntry | None:
     if summary_path.is_file():  # a retrain run: its genotype is in the summary
         from nas.genotype import genotype_from_dict
 
-        summary = json.loads(summary_path.read_text())
+        summary = read_json(summary_path, "retrain summary")
+        if not isinstance(summary, dict) or "genotype" not in summary:
+            raise UserError(f"{summary_path}: expected the JSON object 'nas retrain' writes, with a 'genotype' key")
         return BoardEntry(name, genotype_from_dict(summary["genotype"], str(summary_path)), folder,
                           metrics_log=_jsonl(folder / "metrics.jsonl"), summary=summary)
     return None
