@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from nas.errors import UserError
 from nas.io import atomic_write
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "check_weights"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -42,7 +43,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        unsafe = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(error))  # two torch wordings
         if unsafe:
             raise UserError(f"{path}: refused to load checkpoint: it would run or build '{unsafe.group(1)}', "
                             "and vlnas loads only tensors and plain containers") from None
@@ -57,3 +58,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         raise UserError(f"{path}: not a checkpoint of this kind of run: no key(s) {', '.join(missing)} "
                         f"(found {', '.join(map(str, list(state)[:8])) or 'none'})")
     return state
+
+
+def check_weights(model: nn.Module, weights: Any, source: str | Path) -> None:
+    """Refuse, in one line, saved weights that do not fit ``model`` (another width, depth, vocabulary or
+    genotype), naming the first parameter that differs; torch's own error lists every key on many lines."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise UserError(f"{source}: its 'model' must map parameter names to tensors")
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in weights]
+    unexpected = [str(key) for key in weights if key not in expected]
+    if missing or unexpected:
+        parts = [f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"
+                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise UserError(f"{source}: its weights do not fit this model: parameter names {'; '.join(parts)}")
+    for key, tensor in expected.items():
+        if weights[key].shape != tensor.shape:
+            raise UserError(f"{source}: its weights do not fit this model: {key} is {tuple(weights[key].shape)} "
+                            f"there and {tuple(tensor.shape)} here (another width, depth or vocabulary?)")

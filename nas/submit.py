@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from nas.checkpoint import load_checkpoint
+from nas.checkpoint import check_weights, load_checkpoint
 from nas.config import Layer, resolve_config
 from nas.data import make_eval_loader
 from nas.ema import WeightAverage
@@ -62,6 +62,7 @@ def submit(checkpoint: Path, split: str | None, out: Path | None, layers: list[L
     data = task.prepare([split])
     model = space.build_model(data.meta, task.build_head(config.space.hidden, data.meta),
                               fixed_block_factory(genotype.choices)).to(device)
+    check_weights(model, state["model"], checkpoint)
     try:
         model.load_state_dict(state["model"])
         weights = "raw"

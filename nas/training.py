@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from nas.checkpoint import check_weights
 from nas.config import RunConfig, TrainConfig
 from nas.data import move_batch
 from nas.distributed import SINGLE, World, gather_lists, init_world, rank_device, sum_gradients, sum_scalars
@@ -256,6 +257,7 @@ class Trainer:
                 "ema": self.ema.state_dict() if self.ema is not None else None}
 
     def load_state_dict(self, state: dict[str, Any], source: str) -> None:
+        check_weights(self.model, state["model"], source)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

@@ -55,7 +55,7 @@ def genotype_from_nni(sample: Mapping[str, Any], space: SearchSpace, task: str, 
     for label, value in sample.items():
         if label not in expected:
             raise UserError(f"{source}: unknown label '{label}' (value {value!r}); space {space.name} has "
-                            f"labels {_compact(list(expected))}")
+                            f"labels {_compact(list(expected)) or 'none at the depth the export implies'}")
         candidates = expected[label]
         # bool is an int in Python; an index that is really a flag would pick an op silently.
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(candidates):
