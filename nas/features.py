@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -103,9 +104,12 @@ def _cache_key(directory: Path, paths: list[Path], max_regions: int) -> str:
     return digest.hexdigest()[:16]
 
 
-# What reading a damaged archive member can raise: bad CRC or header (BadZipFile), a corrupt deflate stream
-# (zlib.error), a cut or malformed .npy inside (ValueError, EOFError), an object array (ValueError).
-_UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, KeyError, NotImplementedError)
+# What reading a damaged archive member can raise: bad CRC or header (BadZipFile, struct.error), a corrupt
+# deflate stream (zlib.error), a member flagged encrypted (RuntimeError) or with an unknown compression
+# (NotImplementedError), a cut or malformed .npy inside (ValueError, EOFError), an object array (ValueError),
+# a header claiming an absurd shape (OverflowError, MemoryError). benchmarks/fuzz.py found several of these.
+_UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, KeyError, NotImplementedError,
+               RuntimeError, struct.error, OverflowError, MemoryError)
 _NUMERIC = "fiu"  # dtype kinds that are numbers: float, signed and unsigned integer
 
 
