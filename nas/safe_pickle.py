@@ -26,6 +26,7 @@ loads as mojibake, which does not matter for the ids and splits we read.
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,13 +35,20 @@ from nas.errors import UserError
 __all__ = ["load_plain_pickle"]
 
 # What a malformed (truncated, corrupt or non-pickle) stream can raise inside
-# the C unpickler; UnicodeDecodeError is a ValueError (bad BINUNICODE bytes).
+# the unpickler; UnicodeDecodeError is a ValueError (bad BINUNICODE bytes), struct.error a cut
+# fixed-size argument.
 _CORRUPT = (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError,
-            AttributeError, OverflowError, MemoryError, RecursionError)
+            AttributeError, OverflowError, MemoryError, RecursionError, struct.error)
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    """An unpickler that can build containers and scalars, and nothing else."""
+class _PlainUnpickler(pickle._Unpickler):
+    """An unpickler that can build containers and scalars, and nothing else.
+
+    It is the pure-Python unpickler, not the C one: the C unpickler keeps its memo in an array sized
+    by the largest index a ``LONG_BINPUT`` names, so a 150-byte file asking for index 680,000,000
+    makes it allocate gigabytes (found by ``benchmarks/fuzz.py``); the Python one keeps a dict.
+    It is about 3x slower (a 12 MB refs file: 3.5 s instead of 1 s on two busy cores), once per run.
+    """
 
     def __init__(self, handle: BinaryIO, path: Path, what: str) -> None:
         super().__init__(handle, encoding="latin1")
@@ -52,6 +60,27 @@ class _PlainUnpickler(pickle.Unpickler):
         # refusing all of them is what makes loading inert.
         raise UserError(f"{self._path}: refused to unpickle {module}.{name}: only plain lists, "
                         f"dicts, strings and numbers are allowed in {self._what}")
+
+    def _refuse_extension(self) -> None:
+        # The Python unpickler answers an extension code from a process-wide cache without asking
+        # find_class when another load has filled it; refuse the opcodes outright.
+        raise UserError(f"{self._path}: refused to unpickle an extension-registry object: only plain lists, "
+                        f"dicts, strings and numbers are allowed in {self._what}")
+
+    def _load_bytearray8(self) -> None:
+        # The base class zero-fills bytearray(size) before reading, so a header claiming 2 GB took
+        # 2 GB of memory; read first (a read stops at the end of the file), then copy what came.
+        (size,) = struct.unpack("<Q", self.read(8))
+        data = self.read(size)
+        if len(data) < size:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        self.append(bytearray(data))
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    for _opcode in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
+        dispatch[_opcode[0]] = _refuse_extension
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+    del _opcode
 
 
 def _one_line(text: str) -> str:

@@ -684,3 +684,23 @@ def test_a_line_break_inside_a_message_is_escaped(tmp_path: Path, capsys: pytest
     assert main(["genotype", "validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown key(s) a\\nb. Valid keys:" in err
+
+
+@pytest.mark.parametrize("stream", [
+    b"\x80\x02]r\x00\x00\x00\x04.",  # EMPTY_LIST, LONG_BINPUT 2**26, STOP: the C unpickler's memo took 1 GiB
+    b"\x80\x05\x96" + (2**31).to_bytes(8, "little") + b"ab.",  # BYTEARRAY8 claiming 2 GB: zero-filled first
+], ids=["memo-index-2**26", "bytearray8-2GB"])
+def test_a_tiny_hostile_refs_pickle_costs_no_memory(stream: bytes, sources: dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    import resource
+
+    data = tmp_path / "data"
+    shutil.copytree(sources["vgd"], data)
+    (data / REFS).write_bytes(stream)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    code = main(["evaluate", "--task", "vgd", "--predictions", str(tmp_path / "p.json"), "--refs", str(data / REFS),
+                 "--instances", str(data / INSTANCES), "--split", "val"])
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert code == 2 and grown_mib < 256
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nas: error: ") and "refs(unc).p: " in err and "\n" not in err
