@@ -55,7 +55,7 @@ def _decode(path: Path, line: int, column: str, text: str, dtype: type, count: i
     except (binascii.Error, ValueError):
         raise UserError(f"{path}: line {line}, column {column}: not valid base64") from None
     itemsize = np.dtype(dtype).itemsize
-    if count == 0 or len(raw) % (count * itemsize):
+    if count == 0 or not raw or len(raw) % (count * itemsize):  # empty: any count "divides" it
         raise UserError(f"{path}: line {line}, column {column}: {len(raw)} bytes do not hold {count} row(s) "
                         f"of {np.dtype(dtype).name}")
     values = np.frombuffer(raw, dtype=dtype)
@@ -75,8 +75,8 @@ def read_obj_tsv(path: str | Path) -> Iterator[ObjRecord]:
     if not path.is_file():
         raise UserError(f"{path}: feature TSV not found")
     csv.field_size_limit(sys.maxsize)  # one field holds N x D floats in base64
-    with open(path, newline="") as handle:
-        for line, fields in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+    with open(path, newline="", encoding="utf-8") as handle:
+        for line, fields in enumerate(_checked_rows(path, csv.reader(handle, delimiter="\t")), start=1):
             if len(fields) == len(LXMERT_COLUMNS):
                 row = dict(zip(LXMERT_COLUMNS, fields))
             elif len(fields) == len(BUTD_COLUMNS):
@@ -86,6 +86,8 @@ def read_obj_tsv(path: str | Path) -> Iterator[ObjRecord]:
                 raise UserError(f"{path}: line {line}: expected {len(LXMERT_COLUMNS)} tab-separated columns "
                                 f"(LXMERT) or {len(BUTD_COLUMNS)} (BUTD), got {len(fields)}")
             count = _integer(path, line, "num_boxes", row["num_boxes"])
+            if count < 0:  # found by benchmarks/fuzz.py: -1 reached numpy's reshape
+                raise UserError(f"{path}: line {line}, column num_boxes: expected a count, got {count}")
             boxes = _decode(path, line, "boxes", row["boxes"], np.float32, count)
             if boxes.ndim != 2 or boxes.shape[1] != 4:
                 raise UserError(f"{path}: line {line}, column boxes: expected {count} x 4 floats, "
@@ -95,6 +97,23 @@ def read_obj_tsv(path: str | Path) -> Iterator[ObjRecord]:
             yield ObjRecord(img_id=row["img_id"], img_h=_integer(path, line, "img_h", row["img_h"]),
                             img_w=_integer(path, line, "img_w", row["img_w"]), boxes=boxes,
                             features=_decode(path, line, "features", row["features"], np.float32, count), **arrays)
+
+
+def _checked_rows(path: Path, rows: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The csv rows, with bytes that are not UTF-8 text or a malformed quote as one-line errors."""
+    line = 0
+    while True:
+        try:
+            fields = next(rows)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as error:  # found by benchmarks/fuzz.py: it used to end in a traceback
+            raise UserError(f"{path}: line {line + 1} is not UTF-8 text (bad byte {error.object[error.start]:#04x})"
+                            ) from None
+        except csv.Error as error:
+            raise UserError(f"{path}: line {line + 1}: {error}") from None
+        line += 1
+        yield fields
 
 
 def _encode(array: np.ndarray, dtype: type) -> str:

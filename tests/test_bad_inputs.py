@@ -704,3 +704,21 @@ def test_a_tiny_hostile_refs_pickle_costs_no_memory(stream: bytes, sources: dict
     assert code == 2 and grown_mib < 256
     err = capsys.readouterr().err.strip()
     assert err.startswith("nas: error: ") and "refs(unc).p: " in err and "\n" not in err
+
+
+@pytest.mark.parametrize("line, expected", [
+    (b"COCO_val2014_00\xc2\xc20\t640\t480\t2\tAAAA\tAAAA\n", "feat.tsv: line 1 is not UTF-8 text (bad byte 0xc2)"),
+    (b"C\t=\tAA\t-1\tgBIkeJh/szw=\tsJz/X\n", "feat.tsv: line 1, column num_boxes: expected a count, got -1"),
+    (b"\t\t\t" + b"1" * 30 + b"\t\t\n",
+     "feat.tsv: line 1, column boxes: 0 bytes do not hold 111111111111111111111111111111 row(s) of float32"),
+], ids=["not-utf8", "negative-count", "huge-count-empty-column"])
+def test_tsv_lines_the_fuzzer_found(tmp_path: Path, line: bytes, expected: str) -> None:
+    """The obj36 TSV reader is not behind a command yet; these crashed it (ValueError, UnicodeDecodeError)."""
+    from nas.errors import UserError
+    from nas.features_tsv import read_obj_tsv
+
+    path = tmp_path / "feat.tsv"
+    path.write_bytes(line)
+    with pytest.raises(UserError) as error:
+        list(read_obj_tsv(path))
+    assert expected in str(error.value) and "\n" not in str(error.value)
