@@ -228,6 +228,18 @@ def word_vectors(content: bytes) -> Callable[[Path, dict[str, Path], dict[str, s
     return setup
 
 
+def board_run(files: dict[str, str]) -> Callable[[Path, dict[str, Path], dict[str, str]], list[str]]:
+    """``nas board`` on a run folder holding ``files``."""
+
+    def setup(tmp: Path, sources: dict[str, Path], names: dict[str, str]) -> list[str]:
+        (tmp / "run").mkdir()
+        for name, text in files.items():
+            (tmp / "run" / name).write_text(text)
+        return ["board", str(tmp / "run"), "--no-serve", "--logdir", str(tmp / "board")]
+
+    return setup
+
+
 SMOKE_CONFIG = {"task": {"name": "vqa", "synth_size": "tiny"}, "space": {"name": "mmnas", "hidden": 32,
                 "head_dim": 16, "relation_dim": 16}, "strategy": {"name": "mmnas"}}
 
@@ -621,6 +633,15 @@ CASES = [
          ("glove.txt: line 1 has a word and no vector; expected GloVe's 'word v1 v2 ...' lines",)),
     Case("glove-ragged", word_vectors(b"what 1 2\nis 1\n"), ("glove.txt: line 2 has 1 values, expected 2",)),
     Case("glove-not-number", word_vectors(b"what 1 x\n"), ("glove.txt: line 1 has a value that is not a number",)),
+
+    # --- run folders read by nas board (nas/board/collect.py) ---
+    Case("board-summary-truncated", board_run({"summary.json": '{"genotype": {'}),
+         ("run/summary.json: not valid JSON (line 1, column 15",)),
+    Case("board-summary-foreign", board_run({"summary.json": "[1]"}),
+         ("run/summary.json: expected the JSON object 'nas retrain' writes, with a 'genotype' key",)),
+    Case("board-log-line-not-object", board_run({"genotype.json": json.dumps(GENOTYPE),
+                                                 "search_log.jsonl": '{"epoch": 0}\n[1]\n'}),
+         ("run/search_log.jsonl: line 2 must be a JSON object, got list",)),
 
     # --- checkpoints (nas/checkpoint.py, nas/submit.py) ---
     Case("checkpoint-empty", checkpoint(raw=b""),
