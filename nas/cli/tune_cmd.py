@@ -25,7 +25,7 @@ the search algorithm) and retrains it for strategy.trial_epochs epochs; the ASHA
 scheduler stops weak trials early; a trial whose process dies is restarted from
 its last checkpoint (strategy.max_failures times).
 
-Without --address a local Ray instance is started (bound to 127.0.0.1). To use
+Without --address a local Ray instance is started (node address 127.0.0.1). To use
 a cluster, start it with Ray's own commands and pass its address:
   ray start --head --port 6379                       # on the head machine
   ray start --address HEAD_IP:6379                   # on every other machine

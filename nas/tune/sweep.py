@@ -4,7 +4,7 @@ Optuna's sampler (TPE or random) is Ray Tune's search algorithm, over the
 space's labelled choices (and ``train.lr`` with ``strategy.tune_lr``); the ASHA
 scheduler stops weak trials at its rungs; ``FailureConfig`` restarts a trial
 whose process died from its last checkpoint. Without ``strategy.address`` the
-sweep starts a local Ray instance bound to 127.0.0.1; with ``auto`` or
+sweep starts a local Ray instance at node address 127.0.0.1; with ``auto`` or
 ``HOST:PORT`` it joins a cluster made by ``ray start --head`` and
 ``ray start --address=...``. On a cluster of several machines the run directory
 must be on a filesystem they share (as Ray requires of a local storage path),
