@@ -40,6 +40,8 @@ def _read_info(folder: Path) -> dict[str, dict]:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as error:
+        raise UserError(f"{path}: unreadable JSON ({type(error).__name__})") from None
     if not isinstance(info, dict) or not info:
         raise UserError(f"{path}: expected an object keyed by image id, got {type(info).__name__}")
     for image_id, entry in info.items():
@@ -47,6 +49,11 @@ def _read_info(folder: Path) -> dict[str, dict]:
                    or k not in entry]
         if missing:
             raise UserError(f"{path}: image {image_id}: missing {', '.join(missing)}")
+        for key in ("file", "idx", "objectsNum", "width", "height"):
+            value = entry[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UserError(f"{path}: image {image_id}: {key} should be a whole number >= 0, "
+                                f"got {str(value)[:40]!r}")
     return info
 
 

@@ -61,6 +61,12 @@ def test_bad_h5_inputs_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "gqa" / "gqa_objects_0.h5").write_bytes(b"not hdf5")
     with pytest.raises(UserError, match="gqa_objects_0.h5: not a readable HDF5 file"):
         load_h5_features(tmp_path / "gqa", ["2375400"], 4, tmp_path / "cache", progress=False)
+    (tmp_path / "gqa" / INFO_FILE).write_text('{"1": {"file": 0, "idx": "3", "objectsNum": 1, "width": 1, "height": 1}}')
+    with pytest.raises(UserError, match="image 1: idx should be a whole number >= 0, got '3'"):
+        load_h5_features(tmp_path / "gqa", None, 4, tmp_path / "cache", progress=False)
+    (tmp_path / "gqa" / INFO_FILE).write_text("[" * 100000)
+    with pytest.raises(UserError, match="gqa_objects_info.json: (not valid|unreadable) JSON"):
+        load_h5_features(tmp_path / "gqa", None, 4, tmp_path / "cache", progress=False)
     (tmp_path / "gqa" / INFO_FILE).write_text('{"1": {"file": 0}}')
     with pytest.raises(UserError, match="image 1: missing idx, objectsNum, width, height"):
         load_h5_features(tmp_path / "gqa", None, 4, tmp_path / "cache", progress=False)
