@@ -27,7 +27,7 @@ from tqdm import tqdm
 from nas.errors import UserError
 
 __all__ = ["RegionFeatures", "load_region_features", "image_id_from_filename", "default_cache_dir",
-           "index_feature_files", "write_cache", "open_cache"]
+           "index_feature_files", "write_cache", "open_cache", "cache_bytes", "check_free_space"]
 
 _ARRAYS = ("features", "boxes", "num_regions", "image_size", "image_ids")
 
@@ -177,11 +177,33 @@ def _build_cache(cache: Path, paths: list[Path], image_ids: list[int], max_regio
     write_cache(cache, rows(), len(paths), dim, max_regions, progress)
 
 
+def cache_bytes(count: int, max_regions: int, dim: int) -> int:
+    """Bytes of a feature cache: features, boxes, counts, sizes and ids."""
+    return count * (max_regions * (dim + 4) * 4 + 8 + 16 + 8)
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse before writing when ``folder``'s filesystem cannot hold ``needed`` bytes (plus 5%)."""
+    free = shutil.disk_usage(folder).free
+    if needed * 1.05 > free:
+        raise UserError(f"{folder}: {what} needs about {_size(needed)} but only {_size(free)} is free there; "
+                        "free some space or point $VLNAS_CACHE (task.cache_dir) elsewhere")
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
 def write_cache(cache: Path, rows: Iterable[tuple[int, np.ndarray, np.ndarray, int, int]], count: int, dim: int,
                 max_regions: int, progress: bool) -> None:
     """Write ``count`` images' (image_id, regions (N, D), boxes (N, 4), height, width) as the memory-mapped
     cache in ``cache``, atomically: a crash leaves no cache folder, never a partial one."""
     cache.parent.mkdir(parents=True, exist_ok=True)
+    check_free_space(cache.parent, cache_bytes(count, max_regions, dim), "the feature cache")
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
     try:
         features = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,

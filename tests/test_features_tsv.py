@@ -112,3 +112,20 @@ def test_a_truncated_file_fails_cleanly_and_leaves_no_cache(tmp_path: Path) -> N
     with pytest.raises(UserError, match="line 3"):
         load_tsv_features(path, max_regions=4, cache_root=tmp_path / "cache", progress=False)
     assert not any((tmp_path / "cache" / "features").iterdir())
+
+
+def test_a_cache_that_would_not_fit_is_refused_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil as shutil_module
+
+    from nas.features import cache_bytes
+
+    path = write_obj_tsv(tmp_path / "val2014_obj36.tsv", records(count=3, dim=8))
+    needed = cache_bytes(3, 4, 8)
+    real = shutil_module.disk_usage
+    monkeypatch.setattr("nas.features.shutil.disk_usage",
+                        lambda folder: real(folder)._replace(free=needed))  # 5% short of the margin
+    with pytest.raises(UserError, match=rf"the feature cache needs about {needed / 1024:.1f} KiB but only {needed / 1024:.1f} KiB is free"):
+        load_tsv_features(path, max_regions=4, cache_root=tmp_path / "cache", progress=False)
+    assert not list(tmp_path.glob("cache/features/*"))
+    monkeypatch.setattr("nas.features.shutil.disk_usage", lambda folder: real(folder)._replace(free=2 * needed))
+    assert len(load_tsv_features(path, max_regions=4, cache_root=tmp_path / "cache", progress=False).image_ids) == 3
