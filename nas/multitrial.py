@@ -446,11 +446,8 @@ class _Trial:
             shutil.rmtree(self.dir)  # left by an earlier study of the same name: not this trial's
         shutil.copytree(source, self.dir)
         state = load_checkpoint(self.dir / LAST)
-        if state["epoch"] >= epochs and state.get("progress") is None:
-            # It finished training but died before telling: its weights are final, yet the retrain loop
-            # cannot resume a finished run, so train it again (rare: the window is the last measurement).
-            shutil.rmtree(self.dir)
-            return False
+        # A trial that finished training but died before telling resumes too: the retrain loop then
+        # trains nothing and writes its final files.
         for record in state["history"]:
             self._on_epoch(record["epoch"], record)
         log.info("trial %d: retry of trial %s, resuming from %s (epoch %d)", self.trial.number,

@@ -23,7 +23,6 @@ from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import RunConfig, config_to_dict
 from nas.data import make_eval_loader, make_loader, move_batch
 from nas.distributed import SINGLE, World, gather_lists, main_first
-from nas.errors import UserError
 from nas.genotype import Genotype
 from nas.board.writer import BoardWriter, forward_flops_per_sample, op_counts
 from nas.io import atomic_write_json, atomic_write_jsonl
@@ -88,8 +87,10 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
         where = f"epoch {start_epoch} + {progress_state['steps']} steps" if progress_state else f"epoch {start_epoch}"
         log.info("resumed from %s after %s", run_dir / LAST, where)
         if start_epoch >= train_cfg.epochs:
-            raise UserError(f"{run_dir / LAST}: already trained {start_epoch} epochs; "
-                            f"raise train.epochs (now {train_cfg.epochs}) to continue")
+            # Killed after its last checkpoint (while predicting or writing the summary), or simply rerun:
+            # nothing is trained again; what a finished run writes is written (again, atomically).
+            log.info("%s: all %d epochs are trained (raise train.epochs to train more); writing the final "
+                     "predictions and summary", run_dir / LAST, start_epoch)
 
     def save(tag_paths: list[Path], epoch: int, progress_now: EpochProgress | None) -> None:
         rngs = gather_lists([rng_state()], world)  # collective: every rank takes part
@@ -106,7 +107,9 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
     baseline = None
     if eval_split and world.is_main:
         baseline = task.baseline(data.splits[train_split], eval_split, data.splits[eval_split])
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = dict(history[-1].get("metrics") or {}) if history else {}
+    if start_epoch >= train_cfg.epochs and world.is_main:  # the kill may have come before the last epoch's line
+        atomic_write_jsonl(run_dir / "metrics.jsonl", history)
     with stop_at_step_boundary():  # Ctrl-C / SIGTERM: finish the step, save, then stop
         for epoch in range(start_epoch, train_cfg.epochs):
             set_lr(trainer.optimizer, lr_for_epoch(epoch, train_cfg))

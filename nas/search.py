@@ -26,7 +26,6 @@ from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import RunConfig
 from nas.data import contiguous_split, make_eval_loader, make_loader, move_batch
 from nas.distributed import SINGLE, World, gather_lists, main_first, sum_gradients
-from nas.errors import UserError
 from nas.board.writer import BoardWriter, entropy as op_entropy
 from nas.genotype import Genotype, save_genotype
 from nas.io import atomic_write_jsonl
@@ -94,9 +93,12 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
         history, start_epoch, progress_state = state["history"], state["epoch"], state.get("progress")
         where = f"epoch {start_epoch} + {progress_state['steps']} steps" if progress_state else f"epoch {start_epoch}"
         log.info("resumed from %s after %s", checkpoint_path, where)
-    if start_epoch >= train_cfg.epochs:
-        raise UserError(f"{checkpoint_path}: the search already ran {start_epoch} epochs; "
-                        f"raise train.epochs (now {train_cfg.epochs}) to continue it")
+    finished = start_epoch >= train_cfg.epochs
+    if finished:
+        # Killed after its last checkpoint but maybe before genotype.json and the log caught up, or simply
+        # rerun: nothing is searched again; the last epoch's genotype and log are written from the checkpoint.
+        log.info("%s: all %d epochs are searched (raise train.epochs to search more); writing the final genotype "
+                 "and log", checkpoint_path, start_epoch)
 
     def save(epoch: int, now: EpochProgress | None) -> None:
         rngs = gather_lists([rng_state()], world)
@@ -117,7 +119,16 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
                                   device, "held-out eval", bar, world, trainer.autocast)
         return task.evaluate(heldout_name, heldout_set, predictions)
 
-    genotype = None
+    def genotype_of(record: dict[str, Any]) -> Genotype:
+        return Genotype(space=space.name, task=task.name, choices=record["genotype"],
+                        provenance=provenance(config, strategy=strategy.name, epoch=record["epoch"],
+                                              stable_epochs=record["stable_epochs"], processes=world.size),
+                        metrics={key: record[key], "heldout_split": heldout_name})
+
+    genotype = genotype_of(history[-1]) if finished else None
+    if finished and world.is_main:
+        save_genotype(genotype, genotype_path)
+        atomic_write_jsonl(run_dir / "search_log.jsonl", history)
     with stop_at_step_boundary():  # Ctrl-C / SIGTERM: finish the step, save, then stop
         for epoch in range(start_epoch, train_cfg.epochs):
             set_lr(trainer.optimizer, lr_for_epoch(epoch, train_cfg))
@@ -174,10 +185,7 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
                       "stable_epochs": stable, "probabilities": probabilities, "entropy": entropy,
                       "mean_entropy": mean_entropy}
             history.append(record)
-            genotype = Genotype(space=space.name, task=task.name, choices=choices,
-                                provenance=provenance(config, strategy=strategy.name, epoch=epoch + 1,
-                                                      stable_epochs=stable, processes=world.size),
-                                metrics={key: metrics[task.primary_metric], "heldout_split": heldout_name})
+            genotype = genotype_of(record)
             # Checkpoint first: the genotype and log written after it never run ahead of it.
             save(epoch + 1, None)
             if world.is_main:

@@ -131,3 +131,29 @@ def test_ctrl_c_saves_at_a_step_boundary_and_the_rerun_matches(tmp_path: Path) -
     a, b = load_checkpoint(first), load_checkpoint(whole / "checkpoints" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     assert a["history"] == b["history"]
+
+
+@pytest.mark.parametrize("kind", ["retrain", "search"])
+def test_a_run_killed_after_its_last_checkpoint_writes_its_outputs_when_rerun(kind: str, tmp_path: Path) -> None:
+    """A kill between the last checkpoint and the final files (results, summary, genotype, log) used to
+    leave a run that refused to go on ('already trained'); the rerun now writes them without training."""
+    out = tmp_path / kind
+    _run(kind, out)
+    outputs = (["summary.json", "metrics.jsonl", "results/vqa_test_results.json"] if kind == "retrain"
+               else ["genotype.json", "search_log.jsonl"])
+    before = {name: (out / name).read_text() for name in outputs}
+    checkpoint = _checkpoint(kind, out).read_bytes()
+    for name in outputs:  # what the kill would have kept from being written
+        (out / name).unlink()
+    _run(kind, out)
+    assert _checkpoint(kind, out).read_bytes() == checkpoint  # nothing was trained again
+    for name in outputs:
+        if name == "genotype.json":
+            again, first = json.loads((out / name).read_text()), json.loads(before[name])
+            assert again["choices"] == first["choices"] and again["metrics"] == first["metrics"]
+            assert again["provenance"]["epoch"] == first["provenance"]["epoch"]
+        elif name == "summary.json":
+            again, first = json.loads((out / name).read_text()), json.loads(before[name])
+            assert again["final"] == first["final"] and again["best"] == first["best"]
+        else:
+            assert (out / name).read_text() == before[name], name
