@@ -179,3 +179,13 @@ def test_nni_settings_are_checked_before_the_run_directory(tmp_path: Path, capsy
     assert "strategy.algorithm: unknown value 'enas'. Valid: darts, gumbel, proxyless, random" in err
     assert main(["search", "--task", "vqa", "--strategy", "nni", "--out", str(out), *SMOKE, "--nproc", "2"]) == 2
     assert not out.exists()
+
+
+@pytest.mark.parametrize("task", ["vgd", "itm"])
+def test_nni_darts_searches_grounding_and_matching(task: str, tmp_path: Path) -> None:
+    out = tmp_path / task
+    assert main(["search", "--task", task, "--strategy", "nni", "--out", str(out), *SMOKE, "train.epochs=1",
+                 "strategy.algorithm=darts"]) == 0
+    genotype = load_genotype(out / "genotype.json")
+    assert genotype.task == task and genotype.provenance["nni_algorithm"] == "darts"
+    assert main(["genotype", "validate", str(out / "genotype.json")]) == 0

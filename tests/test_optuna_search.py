@@ -334,3 +334,13 @@ def test_latency_is_a_median_of_timed_forward_passes() -> None:
             return self.linear(batch["x"])
 
     assert measure_latency(Model(), {"x": torch.ones(4, 8)}, torch.device("cpu")) > 0
+
+
+@pytest.mark.parametrize("task,metric", [("vgd", "val_accuracy"), ("itm", "dev_rsum")])
+def test_grounding_and_matching_studies_write_valid_genotypes(task: str, metric: str, tmp_path: Path) -> None:
+    out = tmp_path / task
+    assert main(["search", "--task", task, "--strategy", "optuna", "--config", "smoke", "--quiet", "train.threads=1",
+                 "strategy.trials=2", "strategy.trial_epochs=1", "--out", str(out)]) == 0
+    genotype = load_genotype(out / "genotype.json")
+    assert genotype.task == task and genotype.provenance["strategy"] == "optuna" and metric in genotype.metrics
+    assert main(["genotype", "validate", str(out / "genotype.json")]) == 0

@@ -215,3 +215,16 @@ def test_unreachable_cluster_is_refused_at_once(tmp_path: Path, capsys) -> None:
     assert time.monotonic() - started < 60
     assert main(["tune", "--config", "smoke", "--out", str(tmp_path / "b"), "--address", "nowhere"]) == 2
     assert "--address: expected auto or HOST:PORT, got 'nowhere'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task,metric", [("vgd", "val_accuracy"), ("itm", "dev_rsum")])
+def test_grounding_and_matching_sweeps_write_valid_genotypes(task: str, metric: str, tmp_path: Path) -> None:
+    out = tmp_path / task
+    done = subprocess.run([sys.executable, "-m", "nas", "tune", "--task", task, "--config", "smoke", "--quiet",
+                           "--trials", "2", "--out", str(out), "strategy.trial_epochs=1", "train.threads=1"],
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    genotype = load_genotype(out / "genotype.json")
+    assert genotype.task == task and genotype.provenance["strategy"] == "ray"
+    assert metric in genotype.metrics, genotype.metrics
+    assert main(["genotype", "validate", str(out / "genotype.json")]) == 0
