@@ -25,9 +25,10 @@ import numpy as np
 from tqdm import tqdm
 
 from nas.errors import UserError
+from nas.limits import check_free_space
 
 __all__ = ["RegionFeatures", "load_region_features", "image_id_from_filename", "default_cache_dir",
-           "index_feature_files", "write_cache", "open_cache", "cache_bytes", "check_free_space"]
+           "index_feature_files", "write_cache", "open_cache", "cache_bytes"]
 
 _ARRAYS = ("features", "boxes", "num_regions", "image_size", "image_ids")
 
@@ -180,22 +181,6 @@ def _build_cache(cache: Path, paths: list[Path], image_ids: list[int], max_regio
 def cache_bytes(count: int, max_regions: int, dim: int) -> int:
     """Bytes of a feature cache: features, boxes, counts, sizes and ids."""
     return count * (max_regions * (dim + 4) * 4 + 8 + 16 + 8)
-
-
-def check_free_space(folder: Path, needed: int, what: str) -> None:
-    """Refuse before writing when ``folder``'s filesystem cannot hold ``needed`` bytes (plus 5%)."""
-    free = shutil.disk_usage(folder).free
-    if needed * 1.05 > free:
-        raise UserError(f"{folder}: {what} needs about {_size(needed)} but only {_size(free)} is free there; "
-                        "free some space or point $VLNAS_CACHE (task.cache_dir) elsewhere")
-
-
-def _size(count: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} GiB"
 
 
 def write_cache(cache: Path, rows: Iterable[tuple[int, np.ndarray, np.ndarray, int, int]], count: int, dim: int,

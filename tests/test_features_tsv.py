@@ -122,10 +122,10 @@ def test_a_cache_that_would_not_fit_is_refused_before_writing(tmp_path: Path, mo
     path = write_obj_tsv(tmp_path / "val2014_obj36.tsv", records(count=3, dim=8))
     needed = cache_bytes(3, 4, 8)
     real = shutil_module.disk_usage
-    monkeypatch.setattr("nas.features.shutil.disk_usage",
+    monkeypatch.setattr("nas.limits.shutil.disk_usage",
                         lambda folder: real(folder)._replace(free=needed))  # 5% short of the margin
     with pytest.raises(UserError, match=f"the feature cache needs about {needed} bytes but only {needed} bytes is free"):
         load_tsv_features(path, max_regions=4, cache_root=tmp_path / "cache", progress=False)
     assert not list(tmp_path.glob("cache/features/*"))
-    monkeypatch.setattr("nas.features.shutil.disk_usage", lambda folder: real(folder)._replace(free=2 * needed))
+    monkeypatch.setattr("nas.limits.shutil.disk_usage", lambda folder: real(folder)._replace(free=2 * needed))
     assert len(load_tsv_features(path, max_regions=4, cache_root=tmp_path / "cache", progress=False).image_ids) == 3

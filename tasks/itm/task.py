@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from nas.errors import UserError
+from nas.limits import check_free_memory
 from nas.io import atomic_write
 from nas.registry import TASKS
 from nas.task import Task, TaskData, TaskMeta
@@ -34,6 +35,7 @@ from tasks.itm.precomp import CAPTIONS_PER_IMAGE, read_precomp
 
 __all__ = ["ItmTask", "ItmConfig", "SYNTH_SIZES"]
 
+PAIR_BYTES = 4 + 8 + 8 + 4  # a prediction's score, row and column, and its cell of the similarity matrix
 SYNTH_SIZES = {
     "tiny": {"train_images": 40, "dev_images": 10, "test_images": 10, "regions": 16, "max_objects": 4,
              "feature_dim": 32},
@@ -153,11 +155,17 @@ class ItmTask(Task):
 
     def evaluation_view(self, dataset: Dataset) -> Dataset:
         if isinstance(dataset, MatchingDataset):
-            return AllPairsDataset(dataset.pairs, np.arange(dataset.pairs.num_images))
-        if isinstance(dataset, Subset) and isinstance(dataset.dataset, MatchingDataset):
+            view = AllPairsDataset(dataset.pairs, np.arange(dataset.pairs.num_images))
+        elif isinstance(dataset, Subset) and isinstance(dataset.dataset, MatchingDataset):
             images = np.unique(np.asarray(dataset.indices) // CAPTIONS_PER_IMAGE)
-            return AllPairsDataset(dataset.dataset.pairs, images)
-        raise UserError(f"cannot rank {type(dataset).__name__}: evaluate itm on a single split")
+            view = AllPairsDataset(dataset.dataset.pairs, images)
+        else:
+            raise UserError(f"cannot rank {type(dataset).__name__}: evaluate itm on a single split")
+        # Every pair's score, row and column are kept, then the similarity matrix is filled.
+        check_free_memory(len(view) * PAIR_BYTES, f"ranking {len(view.images):,} images against "
+                          f"{len(view.captions):,} captions ({len(view):,} pairs)",
+                          "evaluate fewer images (task.max_images or --tiny), or on a machine with more memory")
+        return view
 
     def _matrix(self, dataset: Dataset, predictions: list[dict[str, Any]]) -> np.ndarray:
         view = self.evaluation_view(dataset)
