@@ -51,6 +51,7 @@ class World:
 
 
 SINGLE = World()
+LOCAL_LAUNCH = "VLNAS_LOCAL_LAUNCH"  # set by launch(): this machine's ranks, rendezvous on 127.0.0.1
 
 
 def world_from_env() -> World:
@@ -68,7 +69,25 @@ def init_world(world: World, device: torch.device) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if os.environ.get(LOCAL_LAUNCH) == "1":
+        dist.init_process_group(backend, store=_loopback_store(world), rank=world.rank, world_size=world.size)
+        return
     dist.init_process_group(backend, rank=world.rank, world_size=world.size)
+
+
+def _loopback_store(world: World) -> dist.TCPStore:
+    """The rendezvous store of a ``--nproc`` run, listening on 127.0.0.1 only (torch's own binds every
+    interface, and ranks exchange pickled objects through the process group)."""
+    port = int(os.environ["MASTER_PORT"])
+    if not world.is_main:
+        return dist.TCPStore("127.0.0.1", port, world.size, is_master=False)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(world.size)
+    store = dist.TCPStore("127.0.0.1", port, world.size, is_master=True, master_listen_fd=listener.detach(),
+                          use_libuv=False)
+    return store
 
 
 def rank_device(device: torch.device, world: World) -> torch.device:
@@ -106,7 +125,8 @@ def _free_port() -> int:
 
 def _child(local_rank: int, nproc: int, port: int, errors: str, target: Callable[..., Any], args: tuple) -> None:
     os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nproc),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), LOCAL_LAUNCH: "1"})
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo's own connections on loopback as well
     try:
         target(*args)
     except UserError as error:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,8 @@ from nas.genotype import load_genotype
 # Dropout off: ranks draw their own masks, so only a dropout-free run can match bit for bit.
 COMMON = ["--config", "smoke", "--quiet", "train.threads=1", "space.dropout=0", "task.dropout=0",
           "train.epochs=1", "task.eval_split=none", "task.test_split=none"]
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_ranks_split_each_global_batch_like_one_bigger_batch() -> None:
@@ -106,3 +111,34 @@ def test_nproc_below_one_is_refused_before_anything_runs(tmp_path: Path, capsys:
     assert exit_info.value.code == 2
     assert "argument --nproc: must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def _listening() -> set[tuple[str, str]]:
+    """(family, hex address:port) of every listening TCP socket on this machine."""
+    found = set()
+    for family in ("tcp", "tcp6"):
+        path = Path("/proc/net") / family
+        if path.is_file():
+            for line in path.read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    found.add((family, fields[1]))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="needs Linux's /proc/net/tcp")
+def test_an_nproc_run_listens_on_loopback_only(tmp_path: Path) -> None:
+    """The rendezvous store and gloo's connections of --nproc ranks accept no other machine."""
+    before = _listening()
+    process = subprocess.Popen([sys.executable, "-m", "nas", "retrain", "--genotype", str(REPO / "genotypes" / "mcan.json"),
+                                "--config", "smoke", "--quiet", "--nproc", "2", "--out", str(tmp_path / "run"),
+                                "train.epochs=4", "train.threads=1"], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    opened = set()
+    while process.poll() is None:
+        opened |= _listening() - before
+        time.sleep(0.1)
+    assert process.returncode == 0, process.stderr.read()
+    assert opened, "no listening socket was seen while the ranks ran"
+    loopback = {"tcp": "0100007F", "tcp6": "00000000000000000000000001000000"}
+    assert all(address.split(":")[0] == loopback[family] for family, address in opened), opened
