@@ -126,7 +126,8 @@ def _free_port() -> int:
 def _child(local_rank: int, nproc: int, port: int, errors: str, target: Callable[..., Any], args: tuple) -> None:
     os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nproc),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), LOCAL_LAUNCH: "1"})
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo's own connections on loopback as well
+    if sys.platform.startswith("linux"):  # gloo's own connections on loopback as well ("lo0" elsewhere)
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     try:
         target(*args)
     except UserError as error:
