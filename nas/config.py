@@ -25,7 +25,7 @@ import yaml
 from nas.errors import UserError, shown
 from nas.registry import SPACES, STRATEGIES, TASKS
 
-__all__ = [
+__all__ = ["flatten_dict", 
     "TrainConfig",
     "RunConfig",
     "Layer",
@@ -240,6 +240,17 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
             return str(value)
         raise UserError(f"{source}: {key} must be a string, got {shown(value)}")
     return value
+
+
+def flatten_dict(tree: Mapping[str, Any], separator: str = ".", prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (or ``a/b`` for Ray's nesting)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_dict(value, separator, f"{prefix}{key}{separator}"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.checkpoint import load_checkpoint
-from nas.config import RunConfig, config_to_dict, yaml_layer
+from nas.config import RunConfig, config_to_dict, flatten_dict, yaml_layer
 from nas.data import make_eval_loader, move_batch
 from nas.errors import UserError
 from nas.genotype import Genotype, save_genotype
@@ -657,18 +657,8 @@ def _format_value(name: str, value: float) -> str:
 
 
 def _comparable(config: RunConfig, may_differ: frozenset[str] = MAY_DIFFER) -> dict[str, Any]:
-    flat = _flatten(json.loads(json.dumps(config_to_dict(config), default=str)))
+    flat = flatten_dict(json.loads(json.dumps(config_to_dict(config), default=str)))
     return {key: value for key, value in flat.items() if key not in may_differ}
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _differing(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
@@ -683,7 +673,7 @@ def check_run_dir(config: RunConfig, run_dir: Path, may_differ: frozenset[str] =
     if not saved_path.is_file():
         return
     saved = dict(yaml_layer(saved_path).values)  # a broken file is a one-line error naming it
-    old = {k: v for k, v in _flatten(json.loads(json.dumps(saved, default=str))).items() if k not in may_differ}
+    old = {k: v for k, v in flatten_dict(json.loads(json.dumps(saved, default=str))).items() if k not in may_differ}
     new = _comparable(config, may_differ)
     if old != new:
         raise UserError(f"{run_dir}: already holds a run with another config (differs in {_differing(old, new)}); "

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from nas.cli.common import add_run_arguments, config_layers, resume_layers, without_other_strategies_keys
+from nas.cli.search_cmd import SEARCH_DEFAULTS
 from nas.config import Layer, resolve_config
 from nas.errors import UserError
 from nas.registry import TASKS
@@ -13,12 +14,7 @@ from nas.run import make_run_dir, setup_logging
 
 log = logging.getLogger("nas")
 
-TUNE_DEFAULTS = {
-    "task": {"name": "vqa"},
-    "space": {"name": "mmnas", "hidden": 256},
-    "strategy": {"name": "ray"},
-    "train": {"epochs": 100, "lr": 4e-4, "warmup_epochs": 3, "decay_epochs": []},
-}
+TUNE_DEFAULTS = {**SEARCH_DEFAULTS, "strategy": {"name": "ray"}}  # trials retrain with the search recipe
 
 HELP = """Run a Ray Tune sweep: each trial samples a genotype (Optuna's TPE sampler as
 the search algorithm) and retrains it for strategy.trial_epochs epochs; the ASHA

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nas.checkpoint import load_checkpoint
-from nas.config import RunConfig
+from nas.config import RunConfig, flatten_dict
 from nas.genotype import Genotype, save_genotype
 from nas.io import atomic_write, atomic_write_json
 from nas.multitrial import LR_PARAM, trial_config
@@ -40,15 +40,9 @@ TRIALS_DIR = "trials"
 WORKER_FILE = "worker.json"  # who ran each attempt of the trial (host, Ray node, process id), and how it ended
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Ray Tune's config with ``a/b`` keys nested as ``{"a": {"b": ...}}``, flattened back."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten_params(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+    return flatten_dict(params, separator="/")
 
 
 def trial_choices(params: Mapping[str, Any], labels: list[str], default_lr: float) -> tuple[dict[str, str], float]:
