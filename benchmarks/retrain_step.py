@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -88,6 +89,16 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats
     return 2 * n**3 / best
 
 
+def _profile(trainer: Trainer, batches: list, rows: int) -> None:
+    """Print where one step's time goes, operator by operator (self time, so nothing is counted twice)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        trainer.train_epoch(batches, "profiled", False, EpochProgress())
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -102,8 +113,10 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=14)
     parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps after 2 warm-up steps")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after 2 warm-up steps; their median is reported")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="also profile one more step and print its ROWS most expensive operators")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -123,11 +136,18 @@ def main() -> None:
         trainer.train_epoch(batches[:1], "count", False, EpochProgress())
     flops = counter.get_total_flops()
     trainer.train_epoch(batches[1:3], "warm-up", False, EpochProgress())
-    _sync(device)
-    start = time.perf_counter()
-    trainer.train_epoch(batches[3:3 + args.steps], "timed", False, EpochProgress())
-    _sync(device)
-    step = (time.perf_counter() - start) / args.steps
+    # Each step timed on its own: on a shared virtual machine single steps vary by 10-20%,
+    # so the median is reported next to the mean.
+    step_times = []
+    for batch in batches[3:3 + args.steps]:
+        _sync(device)
+        start = time.perf_counter()
+        trainer.train_epoch([batch], "timed", False, EpochProgress())
+        _sync(device)
+        step_times.append(time.perf_counter() - start)
+    step = statistics.median(step_times)
+    if args.profile:
+        _profile(trainer, batches[3 + args.steps - 1:3 + args.steps], args.profile)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     peak = matmul_rate(device, dtype)
     result = {
@@ -135,7 +155,7 @@ def main() -> None:
         else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "precision": args.precision, "batch": args.batch, "regions": args.regions, "tokens": args.tokens,
         "hidden": args.hidden, "parameters": sum(p.numel() for p in model.parameters()),
-        "step_seconds": round(step, 4), "tflop_per_step": round(flops / 1e12, 4),
+        "step_seconds": round(step, 4), "step_seconds_each": [round(t, 3) for t in step_times], "tflop_per_step": round(flops / 1e12, 4),
         "achieved_gflops": round(flops / step / 1e9, 1), "matmul_gflops": round(peak / 1e9, 1),
         "fraction_of_matmul": round(flops / step / peak, 3), "torch": torch.__version__,
     }

@@ -1,12 +1,8 @@
 """vlnas: neural architecture search for vision-language models."""
 
-import os
+from nas.runtime import keep_freed_memory, prefer_sleeping_openmp_waits
 
-# OpenMP threads that spin while waiting (the runtime's default here) make every small torch
-# operation wait for a core that another process holds: on two shared cores a 7200x32 @ 32x32
-# matrix product took 30 ms instead of 0.3 ms. Sleeping waits cost microseconds when the machine
-# is idle. The runtime reads this once, when torch loads, so it is set before anything imports
-# torch; a value the user exported wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prefer_sleeping_openmp_waits()  # before anything imports torch
+keep_freed_memory()
 
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.dropout import Dropout, dropout
 from nas.layers import McanLayerNorm
 
 __all__ = ["OpSizes", "OPS", "ENCODER_OPS", "DECODER_OPS", "SHORT_NAMES", "make_op"]
@@ -58,10 +59,24 @@ class MultiHeadAttention(nn.Module):
         mask = mask.masked_fill(~memory_keep, torch.finfo(q.dtype).min)[:, None, None, :]  # (B, 1, 1, Lk); fp16-safe
         if bias is not None:
             mask = mask + bias
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        out = _attention(q, k, v, mask, self.dropout if self.training else 0.0)  # (B, h, Lq, d)
         batch, _, length, _ = out.shape
         return self.merge(out.transpose(1, 2).reshape(batch, length, -1))  # (B, Lq, H)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+               dropout_p: float) -> torch.Tensor:
+    """Scaled dot-product attention; written out when it must drop attention weights on CPU.
+
+    PyTorch's CPU kernel has no dropout, so with ``dropout_p > 0`` it falls back to the
+    same written-out steps with its slower ``bernoulli_`` mask (see ``nas.dropout``).
+    """
+    if dropout_p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    # q: (B, h, Lq, d); k, v: (B, h, Lk, d); mask: (B, 1 or h, 1 or Lq, Lk)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + mask  # (B, h, Lq, Lk)
+    weights = dropout(torch.softmax(scores, dim=-1), dropout_p, True)
+    return torch.matmul(weights, v)  # (B, h, Lq, d)
 
 
 class _Residual(nn.Module):
@@ -71,7 +86,7 @@ class _Residual(nn.Module):
 
     def __init__(self, sizes: OpSizes) -> None:
         super().__init__()
-        self.drop = nn.Dropout(sizes.dropout)
+        self.drop = Dropout(sizes.dropout)
         self.norm = McanLayerNorm(sizes.hidden)
 
     def residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
@@ -125,8 +140,10 @@ class FeedForward(_Residual):
     def __init__(self, sizes: OpSizes) -> None:
         super().__init__(sizes)
         inner = sizes.hidden * sizes.ffn_mult
-        self.net = nn.Sequential(nn.Linear(sizes.hidden, inner), nn.ReLU(inplace=True),
-                                 nn.Dropout(sizes.dropout), nn.Linear(inner, sizes.hidden))
+        # Not an in-place ReLU: Linear's 3-D output is a view, and an in-place op on a view
+        # makes autograd rebuild its base in backward (four extra passes over B x L x 4H).
+        self.net = nn.Sequential(nn.Linear(sizes.hidden, inner), nn.ReLU(),
+                                 Dropout(sizes.dropout), nn.Linear(inner, sizes.hidden))
 
     def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
         # x: (B, L, H) -> (B, L, H)

@@ -1,0 +1,95 @@
+"""The CPU fast paths compute the same thing as the written-out layers they replace."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nas.dropout import LANE_LEVELS, Dropout, dropout
+from nas.layers import McanLayerNorm
+
+
+def written_out_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """MCAN's LayerNorm as MCAN writes it: unbiased std, eps added to the std."""
+    return weight * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + eps) + bias
+
+
+def test_layer_norm_backward_passes_gradcheck_in_float64() -> None:
+    torch.manual_seed(0)
+    norm = McanLayerNorm(7).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(norm, (x,))
+
+
+def test_layer_norm_equals_the_written_out_formula_in_value_and_gradients() -> None:
+    torch.manual_seed(0)
+    norm = McanLayerNorm(64)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = (3 * torch.randn(4, 9, 64) + 1).requires_grad_()
+    upstream = torch.randn(4, 9, 64)
+    fast = torch.autograd.grad(norm(x), [x, norm.weight, norm.bias], upstream)
+    reference_out = written_out_layer_norm(x, norm.weight, norm.bias, norm.eps)
+    reference = torch.autograd.grad(reference_out, [x, norm.weight, norm.bias], upstream)
+    assert torch.allclose(norm(x), reference_out, atol=1e-5)
+    for got, want in zip(fast, reference):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_layer_norm_of_a_constant_row_is_the_bias_with_finite_gradients() -> None:
+    norm = McanLayerNorm(8)
+    x = torch.full((2, 8), 3.0, requires_grad=True)
+    out = norm(x)
+    out.sum().backward()
+    assert torch.equal(out.detach(), norm.bias.detach().expand(2, 8))
+    assert torch.isfinite(x.grad).all()  # torch.std's own backward gives NaN here
+
+
+def test_dropout_drops_at_the_quantised_rate_in_every_lane_and_rescales_exactly() -> None:
+    torch.manual_seed(0)
+    p = 0.1
+    threshold = round(p * LANE_LEVELS)
+    x = torch.ones(400_000, 4)  # column j is lane j of each 64-bit random word
+    out = dropout(x, p, True)
+    dropped = (out == 0).double().mean(0)
+    rate = threshold / LANE_LEVELS
+    tolerance = 5 * math.sqrt(rate * (1 - rate) / x.shape[0])  # five standard errors
+    assert torch.all((dropped - rate).abs() < tolerance), dropped
+    kept = out[out != 0]
+    assert torch.all(kept == LANE_LEVELS / (LANE_LEVELS - threshold))
+    assert abs(out.mean().item() - 1.0) < 5 * math.sqrt(rate / (1 - rate) / x.numel())
+
+
+def test_dropout_backward_uses_the_forward_mask_and_seeds_repeat() -> None:
+    x = torch.randn(64, 33, requires_grad=True)
+    torch.manual_seed(3)
+    out = dropout(x, 0.3, True)
+    out.backward(torch.ones_like(out))
+    scale = LANE_LEVELS / (LANE_LEVELS - round(0.3 * LANE_LEVELS))
+    expected_grad = torch.where(out == 0, 0.0, scale)
+    assert torch.equal(x.grad, expected_grad)
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.3, True), out)
+    assert not torch.equal(dropout(x, 0.3, True), out)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_dropout_module_edges(p: float) -> None:
+    layer = Dropout(p)
+    x = torch.randn(10, 10)
+    assert layer.eval()(x) is x
+    out = layer.train()(x)
+    if p == 0.0:
+        assert out is x
+    elif p == 1.0:
+        assert torch.equal(out, torch.zeros_like(x))
+    else:
+        assert set(torch.unique(out / x).tolist()) <= {0.0, 2.0}
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.5)
