@@ -15,16 +15,17 @@ class _McanLayerNormFunction(torch.autograd.Function):
 
     Autograd through ``mean``, ``std``, ``sub``, ``add`` and ``div`` makes about a dozen
     passes over the activations; this makes five, and a fwd+bwd at 64x100x512 takes
-    27 ms instead of 52 ms on two CPU cores (PyTorch's fused LayerNorm would take 6 ms,
+    16 ms instead of 52 ms on two CPU cores (PyTorch's fused LayerNorm would take 6 ms,
     but it adds eps to the variance, not to the unbiased std).
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-        var, mean = torch.var_mean(x, -1, keepdim=True)  # unbiased, as torch.std
-        std = var.sqrt_()
+        # torch.var_mean and torch.std (Welford) take 4-10x longer than a mean and a norm here.
+        centered = x - x.mean(-1, keepdim=True)
+        std = torch.linalg.vector_norm(centered, dim=-1, keepdim=True).mul_((x.shape[-1] - 1) ** -0.5)  # unbiased
         inverse = 1.0 / (std + eps)
-        normed = (x - mean).mul_(inverse)
+        normed = centered.mul_(inverse)
         ctx.save_for_backward(normed, inverse, std, weight)
         return torch.addcmul(bias, normed, weight)
 

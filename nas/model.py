@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nas.text_cache import TextCache
+
 __all__ = ["VisionLanguageModel"]
 
 
@@ -20,9 +22,24 @@ class VisionLanguageModel(nn.Module):
         self.embedding = embedding
         self.backbone = backbone
         self.head = head
+        self.text_cache: TextCache | None = None  # set by nas.text_cache.caching_text
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.text_cache is not None and "text_index" in batch and not self.training \
+                and hasattr(self.backbone, "encode_text"):
+            return self._forward_with_cached_text(batch)
         text, text_keep, image, image_keep = self.embedding(
             batch["tokens"], batch["features"], batch["boxes"], batch["num_regions"], batch["image_size"])
         text, image = self.backbone(text, text_keep, image, image_keep, batch["boxes"])
+        return self.head(text, text_keep, image, image_keep)
+
+    def _forward_with_cached_text(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        def encode(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            text, text_keep = self.embedding.embed_text(tokens)  # (S, T, H), (S, T)
+            return self.backbone.encode_text(text, text_keep), text_keep
+
+        text, text_keep = self.text_cache.lookup(batch["text_index"], batch["tokens"], encode)  # (B, T, H)
+        image, image_keep = self.embedding.embed_image(batch["features"], batch["boxes"], batch["num_regions"],
+                                                       batch["image_size"])
+        image = self.backbone.decode_image(image, image_keep, text, text_keep, batch["boxes"])
         return self.head(text, text_keep, image, image_keep)

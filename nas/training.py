@@ -24,6 +24,7 @@ from nas.distributed import SINGLE, World, gather_lists, init_world, rank_device
 from nas.ema import WeightAverage
 from nas.errors import UserError
 from nas.task import Task
+from nas.text_cache import caching_text
 
 __all__ = ["start_run", "seed_everything", "resolve_device", "resolve_precision", "make_optimizer", "lr_for_epoch",
            "set_lr", "Trainer", "DivergenceError", "predict", "count_parameters", "format_count", "rng_state",
@@ -310,12 +311,13 @@ def predict(model: nn.Module, loader: DataLoader, task: Task, device: torch.devi
     """Predictions for the loader's samples; with several ranks, every rank's, in order."""
     model.eval()
     predictions: list[dict[str, Any]] = []
-    for batch in tqdm(loader, desc=description, unit="batch", leave=False,
-                      disable=None if progress and world.is_main else True):
-        batch = move_batch(batch, device)
-        with autocast() if autocast is not None else nullcontext():
-            outputs = model(batch)
-        predictions.extend(task.predict(_to_float(outputs), batch))
+    with caching_text(model):
+        for batch in tqdm(loader, desc=description, unit="batch", leave=False,
+                          disable=None if progress and world.is_main else True):
+            batch = move_batch(batch, device)
+            with autocast() if autocast is not None else nullcontext():
+                outputs = model(batch)
+            predictions.extend(task.predict(_to_float(outputs), batch))
     return gather_lists(predictions, world)
 
 

@@ -37,8 +37,18 @@ class TextImageEmbedding(nn.Module):
     def forward(self, tokens: torch.Tensor, features: torch.Tensor, boxes: torch.Tensor,
                 num_regions: torch.Tensor, image_size: torch.Tensor):
         # tokens: (B, T) int; features: (B, N, D); boxes: (B, N, 4); num_regions: (B,); image_size: (B, 2)
-        text_keep = tokens != 0  # (B, T)
-        text, _ = self.lstm(self.words(tokens))  # (B, T, H)
+        text, text_keep = self.embed_text(tokens)
+        image, image_keep = self.embed_image(features, boxes, num_regions, image_size)
+        return text, text_keep, image, image_keep
+
+    def embed_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # tokens: (B, T) int -> text (B, T, H), text_keep (B, T) bool
+        text, _ = self.lstm(self.words(tokens))
+        return text, tokens != 0
+
+    def embed_image(self, features: torch.Tensor, boxes: torch.Tensor, num_regions: torch.Tensor,
+                    image_size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # features: (B, N, D); boxes: (B, N, 4) -> image (B, N, H), image_keep (B, N) bool
         positions = torch.arange(features.shape[1], device=features.device)
         image_keep = positions[None, :] < num_regions[:, None]  # (B, N)
         image = self.regions(features)  # (B, N, H)
@@ -48,7 +58,7 @@ class TextImageEmbedding(nn.Module):
                                   boxes[..., 2] / width, boxes[..., 3] / height], dim=-1)  # (B, N, 4)
             area = ((scaled[..., 2] - scaled[..., 0]) * (scaled[..., 3] - scaled[..., 1])).unsqueeze(-1)
             image = image + self.boxes(torch.cat([scaled, area], dim=-1))
-        return text, text_keep, image, image_keep
+        return image, image_keep
 
 
 class EncoderDecoder(nn.Module):
@@ -71,9 +81,20 @@ class EncoderDecoder(nn.Module):
     def forward(self, text: torch.Tensor, text_keep: torch.Tensor, image: torch.Tensor,
                 image_keep: torch.Tensor, boxes: torch.Tensor):
         # text: (B, T, H); image: (B, N, H); boxes: (B, N, 4)
-        relation = self.relation(box_geometry(boxes)) if self.relation is not None else None  # (B, N, N, R)
+        text = self.encode_text(text, text_keep)
+        return text, self.decode_image(image, image_keep, text, text_keep, boxes)
+
+    def encode_text(self, text: torch.Tensor, text_keep: torch.Tensor) -> torch.Tensor:
+        """The encoder blocks; they never see the image, so the result can be reused across images."""
+        # text: (B, T, H) -> (B, T, H)
         for block in self.encoder:
             text = block(text, text_keep)
+        return text
+
+    def decode_image(self, image: torch.Tensor, image_keep: torch.Tensor, text: torch.Tensor,
+                     text_keep: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        # image: (B, N, H); text: (B, T, H) encoded; boxes: (B, N, 4) -> (B, N, H)
+        relation = self.relation(box_geometry(boxes)) if self.relation is not None else None  # (B, N, N, R)
         for block in self.decoder:
             image = block(image, image_keep, text, text_keep, relation)
-        return text, image
+        return image

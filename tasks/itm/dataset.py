@@ -108,4 +108,5 @@ class AllPairsDataset(Dataset):
         # Positions in the (images x captions) similarity matrix being filled.
         batch["row"] = torch.from_numpy(index // len(self.captions))
         batch["column"] = torch.from_numpy(index % len(self.captions))
+        batch["text_index"] = batch["caption"]  # each caption is paired with every image: encode it once
         return batch
