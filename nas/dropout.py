@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Dropout", "dropout", "LANE_LEVELS"]
+__all__ = ["Dropout", "ReluDropout", "dropout", "relu_dropout", "LANE_LEVELS"]
 
 LANE_LEVELS = 1 << 16
 
@@ -36,17 +36,37 @@ class _MaskedScale(torch.autograd.Function):
         return grad.masked_fill(drop, 0).mul_(ctx.scale), None, None
 
 
+def _drop_mask(x: torch.Tensor, threshold: int) -> torch.Tensor:
+    """True with probability ``threshold / 65536`` per element of ``x``."""
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
+    lanes = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform over the 65536 int16 values
+    return lanes < threshold - LANE_LEVELS // 2
+
+
+def _fast_threshold(x: torch.Tensor, p: float) -> int | None:
+    threshold = round(p * LANE_LEVELS)
+    return threshold if x.device.type == "cpu" and 0 < threshold < LANE_LEVELS else None
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Zero each element with probability ``p`` (quantised to 1/65536 on CPU) and rescale the rest."""
     if not training or p == 0.0:
         return x
-    threshold = round(p * LANE_LEVELS)
-    if x.device.type != "cpu" or not 0 < threshold < LANE_LEVELS:
+    threshold = _fast_threshold(x, p)
+    if threshold is None:
         return F.dropout(x, p, True)
-    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
-    lanes = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform over the 65536 int16 values
-    drop = lanes < threshold - LANE_LEVELS // 2
-    return _MaskedScale.apply(x, drop, LANE_LEVELS / (LANE_LEVELS - threshold))
+    return _MaskedScale.apply(x, _drop_mask(x, threshold), LANE_LEVELS / (LANE_LEVELS - threshold))
+
+
+def relu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``dropout(relu(x))`` with one mask for both, so backward is a single masked pass."""
+    if not training or p == 0.0:
+        return F.relu(x)
+    threshold = _fast_threshold(x, p)
+    if threshold is None:
+        return F.dropout(F.relu(x), p, True)
+    zero = _drop_mask(x, threshold).logical_or_(x <= 0)
+    return _MaskedScale.apply(x, zero, LANE_LEVELS / (LANE_LEVELS - threshold))
 
 
 class Dropout(nn.Module):
@@ -63,3 +83,10 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class ReluDropout(Dropout):
+    """``nn.ReLU()`` followed by ``Dropout(p)``, fused (see :func:`relu_dropout`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return relu_dropout(x, self.p, self.training)

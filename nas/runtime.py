@@ -32,8 +32,9 @@ def keep_freed_memory() -> bool:
 
     glibc serves every block over 32 MiB with its own ``mmap`` and unmaps it on free, so each
     training step faults in its large activations page by page again: 12-15 s of system time
-    in an 80 s benchmark run at MmNas's shape. With ``mmap`` off and trimming only past 1 GiB
-    of free heap, freed blocks are reused, as PyTorch's caching allocator does on GPUs.
+    in an 80 s benchmark run at MmNas's shape. With ``mmap`` and trimming off, freed blocks are
+    reused and the process keeps its peak memory, as PyTorch's caching allocator does on GPUs
+    (a threshold of 1 GiB still let most of a step's activations go back to the kernel).
     Returns whether the setting was applied (glibc on Linux only).
     """
     if os.environ.get("VLNAS_MALLOC", "reuse") == "system" or not sys.platform.startswith("linux"):
@@ -43,4 +44,4 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))  # -1: never trim

@@ -93,3 +93,44 @@ def test_dropout_module_edges(p: float) -> None:
         assert set(torch.unique(out / x).tolist()) <= {0.0, 2.0}
     with pytest.raises(ValueError, match="dropout probability"):
         Dropout(1.5)
+
+
+def test_relation_paths_equal_autograd_through_the_written_out_formulas() -> None:
+    from search_spaces.mmnas.relation import _GeometryEmbedding, _RelationLogBias
+
+    torch.manual_seed(0)
+    geometry = torch.randn(2, 5, 5, 4, dtype=torch.float64)
+    params = [torch.randn(6, 4), torch.randn(6), torch.randn(3, 6), torch.randn(3) + 0.5]  # some logits under 1e-6
+    params = [p.double().requires_grad_() for p in params]
+
+    def written_out(weight1, bias1, weight2, bias2):
+        relation = torch.relu(torch.nn.functional.linear(geometry, weight1, bias1))
+        heads = torch.relu(torch.nn.functional.linear(relation, weight2, bias2))
+        return heads.clamp(min=1e-6).log().permute(0, 3, 1, 2)
+
+    def fast(weight1, bias1, weight2, bias2):
+        return _RelationLogBias.apply(_GeometryEmbedding.apply(geometry, weight1, bias1), weight2, bias2)
+
+    upstream = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    got_value, want_value = fast(*params), written_out(*params)
+    assert got_value.is_contiguous() and (want_value == math.log(1e-6)).any()
+    torch.testing.assert_close(got_value, want_value)
+    for got, want in zip(torch.autograd.grad(got_value, params, upstream),
+                         torch.autograd.grad(want_value, params, upstream)):
+        torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(fast, params)
+
+
+def test_relu_dropout_is_relu_then_dropout_with_the_same_draws() -> None:
+    from nas.dropout import ReluDropout, relu_dropout
+
+    x = torch.randn(300, 41, requires_grad=True)
+    torch.manual_seed(5)
+    fused = relu_dropout(x, 0.2, True)
+    fused.backward(torch.ones_like(fused))
+    torch.manual_seed(5)
+    expected = dropout(torch.relu(x), 0.2, True)
+    assert torch.equal(fused, expected)
+    scale = LANE_LEVELS / (LANE_LEVELS - round(0.2 * LANE_LEVELS))
+    assert torch.equal(x.grad, torch.where(fused > 0, scale, 0.0))
+    assert torch.equal(ReluDropout(0.2).eval()(x), torch.relu(x))

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from search_spaces.mmnas.geometry import box_geometry
+from search_spaces.mmnas.relation import embed_geometry
 
 __all__ = ["TextImageEmbedding", "EncoderDecoder"]
 
@@ -76,6 +77,7 @@ class EncoderDecoder(nn.Module):
         self.decoder = nn.ModuleList(decoder)
         uses_relation = any(getattr(block, "needs_relation", False) for block in decoder)
         # One geometry embedding shared by all relation blocks, as in MmNas (linear_y_rel).
+        # Kept as Linear + ReLU for the parameter names; embed_geometry runs both with a faster backward.
         self.relation = nn.Sequential(nn.Linear(4, relation_dim), nn.ReLU()) if uses_relation else None
 
     def forward(self, text: torch.Tensor, text_keep: torch.Tensor, image: torch.Tensor,
@@ -94,7 +96,8 @@ class EncoderDecoder(nn.Module):
     def decode_image(self, image: torch.Tensor, image_keep: torch.Tensor, text: torch.Tensor,
                      text_keep: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         # image: (B, N, H); text: (B, T, H) encoded; boxes: (B, N, 4) -> (B, N, H)
-        relation = self.relation(box_geometry(boxes)) if self.relation is not None else None  # (B, N, N, R)
+        relation = embed_geometry(box_geometry(boxes), self.relation[0]) if self.relation is not None else None
+        # relation: (B, N, N, R)
         for block in self.decoder:
             image = block(image, image_keep, text, text_keep, relation)
         return image

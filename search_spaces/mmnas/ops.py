@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.dropout import Dropout, dropout
+from nas.dropout import Dropout, ReluDropout, dropout
 from nas.layers import McanLayerNorm
+from search_spaces.mmnas.relation import relation_log_bias
 
 __all__ = ["OpSizes", "OPS", "ENCODER_OPS", "DECODER_OPS", "SHORT_NAMES", "make_op"]
 
@@ -131,8 +132,7 @@ class RelationSelfAttention(_Residual):
         # x: (B, N, H); relation: (B, N, N, R) -> (B, N, H)
         if relation is None:
             raise ValueError("relation self-attention needs the box relation embedding")
-        weights = F.relu(self.relation_to_heads(relation))  # (B, N, N, h)
-        bias = weights.clamp(min=1e-6).log().permute(0, 3, 1, 2)  # (B, h, N, N)
+        bias = relation_log_bias(relation, self.relation_to_heads)  # (B, h, N, N)
         return self.residual(x, self.attention(x, x, x_keep, bias=bias))
 
 
@@ -140,10 +140,11 @@ class FeedForward(_Residual):
     def __init__(self, sizes: OpSizes) -> None:
         super().__init__(sizes)
         inner = sizes.hidden * sizes.ffn_mult
-        # Not an in-place ReLU: Linear's 3-D output is a view, and an in-place op on a view
-        # makes autograd rebuild its base in backward (four extra passes over B x L x 4H).
-        self.net = nn.Sequential(nn.Linear(sizes.hidden, inner), nn.ReLU(),
-                                 Dropout(sizes.dropout), nn.Linear(inner, sizes.hidden))
+        # ReLU and dropout share one mask (one pass back instead of two); the Identity keeps the
+        # second Linear at index 3, its key in checkpoints. Nothing here is in place: Linear's
+        # 3-D output is a view, and autograd rebuilds the base of a view changed in place.
+        self.net = nn.Sequential(nn.Linear(sizes.hidden, inner), ReluDropout(sizes.dropout), nn.Identity(),
+                                 nn.Linear(inner, sizes.hidden))
 
     def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
         # x: (B, L, H) -> (B, L, H)
