@@ -13,7 +13,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Hashable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -178,9 +178,9 @@ def first_images(image_ids: Iterable[int], max_images: int | None) -> set[int] |
     return set(sorted(set(int(i) for i in image_ids))[:max_images])
 
 
-def check_complete(path: Path, predicted: list[int], expected: list[int], what: str) -> None:
+def check_complete(path: Path, predicted: Sequence[Hashable], expected: Sequence[Hashable], what: str) -> None:
     """Refuse to write ``path`` unless ``predicted`` holds each of ``expected`` exactly once."""
-    counts: dict[int, int] = {}
+    counts: dict[Hashable, int] = {}
     for item in predicted:
         counts[item] = counts.get(item, 0) + 1
     wanted = set(expected)
