@@ -37,7 +37,7 @@ def main() -> None:
     data = args.out / "data"
     if not (data / "synth_meta.json").is_file():
         run_timed(nas + ["data", "synth", "--task", "vqa", "--out", str(data), "--quiet",
-                         f"train_images={args.train_images}", "val_images=200", "test_images=0",
+                         f"train_images={args.train_images}", "val_images=200", "test_images=20",
                          f"max_distractors={args.max_distractors}"], args.out / "synth.log")
     genotype = random_genotype(0, 0, "quickstart", args.out / "genotype.json")
     results = {}
