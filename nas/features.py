@@ -27,7 +27,7 @@ from tqdm import tqdm
 from nas.errors import UserError
 from nas.limits import check_free_space
 
-__all__ = ["RegionFeatures", "load_region_features", "image_id_from_filename", "default_cache_dir",
+__all__ = ["RegionFeatures", "load_region_features", "image_id_from_filename", "numeric_image_id", "default_cache_dir",
            "index_feature_files", "write_cache", "open_cache", "cache_bytes"]
 
 _ARRAYS = ("features", "boxes", "num_regions", "image_size", "image_ids")
@@ -42,6 +42,15 @@ def image_id_from_filename(name: str) -> int:
     return int(name.split("_")[-1].split(".")[0])
 
 
+def numeric_image_id(name: str) -> int | None:
+    """The COCO or Visual Genome number in an image name (``COCO_val2014_000000000042`` -> 42,
+    ``2375429`` -> 2375429), or None for names without one (``n250821``, ``dev-850-0-img0``)."""
+    try:
+        return image_id_from_filename(name + ".jpg")
+    except ValueError:
+        return None
+
+
 @dataclass
 class RegionFeatures:
     """Padded region features of one split, row ``row_of[image_id]`` per image."""
@@ -50,11 +59,22 @@ class RegionFeatures:
     boxes: np.ndarray  # (I, N, 4) float32 xyxy pixels
     num_regions: np.ndarray  # (I,) int64
     image_size: np.ndarray  # (I, 2) int64 (height, width)
-    image_ids: np.ndarray  # (I,) int64
+    image_ids: np.ndarray  # (I,) int64, or (I,) str as a TSV or HDF5 file names them
     directory: Path
 
     def __post_init__(self) -> None:
-        self.row_of = {int(image_id): row for row, image_id in enumerate(self.image_ids)}
+        if self.image_ids.dtype.kind in "iu":
+            self.row_of: dict[int | str, int] = {int(image_id): row for row, image_id in enumerate(self.image_ids)}
+            return
+        # Named ids (LXMERT's COCO_val2014_000000000042, GQA's n250821, NLVR2's dev-850-0-img0) are found by
+        # name, and those with a COCO/VG number also by it, as the VQA loaders ask.
+        self.row_of = {str(name): row for row, name in enumerate(self.image_ids)}
+        numbered = {}
+        for row, name in enumerate(self.image_ids):
+            number = numeric_image_id(str(name))
+            if number is not None:
+                numbered[number] = row if number not in numbered else -1  # -1: two names share the number
+        self.row_of.update({number: row for number, row in numbered.items() if row >= 0})
 
     @property
     def feature_dim(self) -> int:
@@ -183,10 +203,11 @@ def cache_bytes(count: int, max_regions: int, dim: int) -> int:
     return count * (max_regions * (dim + 4) * 4 + 8 + 16 + 8)
 
 
-def write_cache(cache: Path, rows: Iterable[tuple[int, np.ndarray, np.ndarray, int, int]], count: int, dim: int,
-                max_regions: int, progress: bool) -> None:
+def write_cache(cache: Path, rows: Iterable[tuple[int | str, np.ndarray, np.ndarray, int, int]], count: int,
+                dim: int, max_regions: int, progress: bool) -> None:
     """Write ``count`` images' (image_id, regions (N, D), boxes (N, 4), height, width) as the memory-mapped
-    cache in ``cache``, atomically: a crash leaves no cache folder, never a partial one."""
+    cache in ``cache``, atomically: a crash leaves no cache folder, never a partial one. Image ids are
+    all integers, or all names (stored as a fixed-width string array, which loads without pickle)."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     check_free_space(cache.parent, cache_bytes(count, max_regions, dim), "the feature cache")
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
@@ -196,7 +217,7 @@ def write_cache(cache: Path, rows: Iterable[tuple[int, np.ndarray, np.ndarray, i
         boxes = np.zeros((count, max_regions, 4), np.float32)
         num_regions = np.zeros(count, np.int64)
         image_size = np.zeros((count, 2), np.int64)
-        image_ids = np.zeros(count, np.int64)
+        image_ids: list[int | str] = []
         bar = tqdm(rows, total=count, desc=f"caching features of {cache.name.rsplit('-', 1)[0]}", unit="img",
                    disable=None if progress else True, leave=False)
         for row, (image_id, regions, bbox, height, width) in enumerate(bar):
@@ -205,12 +226,12 @@ def write_cache(cache: Path, rows: Iterable[tuple[int, np.ndarray, np.ndarray, i
             boxes[row, :kept] = bbox[:kept]
             num_regions[row] = kept
             image_size[row] = (height, width)
-            image_ids[row] = image_id
+            image_ids.append(image_id)
         features.flush()
         del features
         for name, array in (("boxes", boxes), ("num_regions", num_regions), ("image_size", image_size),
-                            ("image_ids", image_ids)):
-            np.save(tmp / f"{name}.npy", array)
+                            ("image_ids", _id_array(image_ids))):
+            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
         (tmp / "done.json").write_text(json.dumps({"images": count, "max_regions": max_regions}))
         if cache.exists():  # a concurrent or stale partial build
             shutil.rmtree(cache)
@@ -218,6 +239,12 @@ def write_cache(cache: Path, rows: Iterable[tuple[int, np.ndarray, np.ndarray, i
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _id_array(image_ids: list[int | str]) -> np.ndarray:
+    if all(isinstance(i, (int, np.integer)) for i in image_ids):
+        return np.asarray(image_ids, np.int64)
+    return np.asarray([str(i) for i in image_ids], dtype=str)
 
 
 def open_cache(cache: Path, directory: Path) -> RegionFeatures:

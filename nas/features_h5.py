@@ -24,14 +24,6 @@ __all__ = ["load_h5_features", "INFO_FILE"]
 INFO_FILE = "gqa_objects_info.json"
 
 
-def _numeric(info_path: Path, image_id: str) -> int:
-    try:
-        return int(image_id)
-    except ValueError:
-        raise UserError(f"{info_path}: image id {image_id!r} is not numeric; only numeric (Visual Genome) ids are "
-                        "supported so far") from None
-
-
 def _read_info(folder: Path) -> dict[str, dict]:
     path = folder / INFO_FILE
     if not path.is_file():
@@ -71,7 +63,7 @@ def load_h5_features(folder: str | Path, image_ids: list[str] | None, max_region
         raise UserError(f"{info_path}: no entry for {len(missing)} image(s), e.g. {missing[0]!r}")
     files = sorted({int(info[i]["file"]) for i in wanted})
     paths = {k: folder / f"gqa_objects_{k}.h5" for k in files}
-    digest = hashlib.sha256(f"{folder.resolve()}|{max_regions}|h5-v1|{len(wanted)}".encode())
+    digest = hashlib.sha256(f"{folder.resolve()}|{max_regions}|h5-v2|{len(wanted)}".encode())
     for path in [info_path, *paths.values()]:
         if not path.is_file():
             raise UserError(f"{path}: not found (named in {info_path})")
@@ -95,14 +87,14 @@ def load_h5_features(folder: str | Path, image_ids: list[str] | None, max_region
                 raise UserError(f"{paths[files[0]]}: 'features' should be (images, regions, dim), got {first.shape}")
             dim = int(first.shape[2])
 
-            def rows() -> Iterator[tuple[int, np.ndarray, np.ndarray, int, int]]:
+            def rows() -> Iterator[tuple[str, np.ndarray, np.ndarray, int, int]]:
                 for image_id in wanted:
                     entry = info[image_id]
                     handle, row, count = handles[int(entry["file"])], int(entry["idx"]), int(entry["objectsNum"])
                     if row >= handle["features"].shape[0]:
                         raise UserError(f"{info_path}: image {image_id}: idx {row} is past the "
                                         f"{handle['features'].shape[0]} rows of {handle.filename}")
-                    yield (_numeric(info_path, image_id), handle["features"][row, :count],
+                    yield (image_id, handle["features"][row, :count],
                            handle["bboxes"][row, :count], int(entry["height"]), int(entry["width"]))
 
             write_cache(cache, rows(), len(wanted), dim, max_regions, progress)

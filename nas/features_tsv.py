@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from nas.errors import UserError
-from nas.features import RegionFeatures, image_id_from_filename, open_cache, write_cache
+from nas.features import RegionFeatures, open_cache, write_cache
 from nas.io import atomic_write
 
 __all__ = ["ObjRecord", "read_obj_tsv", "write_obj_tsv", "load_tsv_features", "LXMERT_COLUMNS", "BUTD_COLUMNS"]
@@ -141,14 +141,6 @@ def write_obj_tsv(path: str | Path, records: Iterable[ObjRecord]) -> Path:
     return atomic_write(path, write)
 
 
-def _numeric_id(path: Path, img_id: str) -> int:
-    try:
-        return image_id_from_filename(img_id + ".jpg")  # COCO_val2014_000000000042 -> 42; 2375429 -> 2375429
-    except ValueError:
-        raise UserError(f"{path}: image id {img_id!r} has no numeric part; only COCO- and VG-style ids are "
-                        "supported so far") from None
-
-
 def load_tsv_features(path: str | Path, max_regions: int, cache_root: Path, progress: bool = True
                       ) -> RegionFeatures:
     """All images of an obj36 TSV as region features: parsed once into the cache, then memory-mapped."""
@@ -156,7 +148,7 @@ def load_tsv_features(path: str | Path, max_regions: int, cache_root: Path, prog
     if not path.is_file():
         raise UserError(f"{path}: feature TSV not found")
     stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{max_regions}|tsv-v1".encode())
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{max_regions}|tsv-v2".encode())
     cache = Path(cache_root) / "features" / f"{path.stem}-{key.hexdigest()[:16]}"
     if not (cache / "done.json").is_file():
         count = _count_lines(path)
@@ -165,12 +157,12 @@ def load_tsv_features(path: str | Path, max_regions: int, cache_root: Path, prog
         first = next(read_obj_tsv(path))
         dim = first.features.shape[1]
 
-        def rows() -> Iterator[tuple[int, np.ndarray, np.ndarray, int, int]]:
+        def rows() -> Iterator[tuple[str, np.ndarray, np.ndarray, int, int]]:
             for line, record in enumerate(read_obj_tsv(path), start=1):
                 if record.features.shape[1] != dim:
                     raise UserError(f"{path}: line {line}: feature size {record.features.shape[1]} differs from "
                                     f"line 1's ({dim})")
-                yield _numeric_id(path, record.img_id), record.features, record.boxes, record.img_h, record.img_w
+                yield record.img_id, record.features, record.boxes, record.img_h, record.img_w
 
         write_cache(cache, rows(), count, dim, max_regions, progress)
     return open_cache(cache, path)

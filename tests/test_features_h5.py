@@ -39,7 +39,8 @@ def test_cached_features_equal_the_h5_rows_the_info_file_names(tmp_path: Path) -
     info = write_gqa(tmp_path / "gqa")
     loaded = load_h5_features(tmp_path / "gqa", ["2375403", "2375400"], 4, tmp_path / "cache", progress=False)
     again = load_h5_features(tmp_path / "gqa", ["2375403", "2375400"], 4, tmp_path / "cache", progress=False)
-    assert isinstance(again.features, np.memmap) and loaded.image_ids.tolist() == [2375403, 2375400]
+    assert isinstance(again.features, np.memmap) and loaded.image_ids.tolist() == ["2375403", "2375400"]
+    assert again.row_of["2375400"] == again.row_of[2375400] == 1
     for row, image_id in enumerate(["2375403", "2375400"]):
         entry = info[image_id]
         with h5py.File(tmp_path / "gqa" / f"gqa_objects_{entry['file']}.h5") as handle:

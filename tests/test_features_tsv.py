@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,8 @@ def test_the_cache_holds_what_parsing_gives(tmp_path: Path) -> None:
     first = load_tsv_features(path, max_regions=4, cache_root=tmp_path / "cache", progress=False)
     cached = load_tsv_features(path, max_regions=4, cache_root=tmp_path / "cache", progress=False)
     assert isinstance(cached.features, np.memmap)
-    assert first.image_ids.tolist() == cached.image_ids.tolist() == [40, 41, 42, 43]
+    assert first.image_ids.tolist() == cached.image_ids.tolist() == [r.img_id for r in made]
+    assert [cached.row_of[number] for number in (40, 41, 42, 43)] == [0, 1, 2, 3]  # how VQA asks
     for row, record in enumerate(made):
         kept = min(4, len(record.boxes))
         assert cached.num_regions[row] == kept
@@ -129,3 +131,16 @@ def test_a_cache_that_would_not_fit_is_refused_before_writing(tmp_path: Path, mo
     assert not list(tmp_path.glob("cache/features/*"))
     monkeypatch.setattr("nas.limits.shutil.disk_usage", lambda folder: real(folder)._replace(free=2 * needed))
     assert len(load_tsv_features(path, max_regions=4, cache_root=tmp_path / "cache", progress=False).image_ids) == 3
+
+
+def test_named_image_ids_of_gqa_and_nlvr2_are_kept_and_found_by_name(tmp_path: Path) -> None:
+    made = records(count=4, dim=6)
+    names = ["2375429", "n250821", "dev-850-0-img0", "dev-850-0-img1"]  # VG, GQA, NLVR2 left/right
+    made = [dataclasses.replace(r, img_id=name) for r, name in zip(made, names)]
+    path = write_obj_tsv(tmp_path / "mixed_obj36.tsv", made)
+    loaded = load_tsv_features(path, max_regions=4, cache_root=tmp_path / "cache", progress=False)
+    again = load_tsv_features(path, max_regions=4, cache_root=tmp_path / "cache", progress=False)
+    assert again.image_ids.tolist() == names
+    assert [again.row_of[name] for name in names] == [0, 1, 2, 3]
+    assert again.row_of[2375429] == 0 and "250821" not in again.row_of  # only COCO/VG-style names are numbers
+    assert np.array_equal(again.features[2, :2], made[2].features[:2]) and loaded.image_ids.dtype.kind == "U"
