@@ -14,6 +14,8 @@ HELP = """Generate a built-in dataset (a CLEVR-like world) in a task's released 
   vqa  VQA v2 questions/annotations JSON + one bottom-up .npz per image (MCAN layout)
   vgd  RefCOCO refs(unc).p + instances.json, SimREC anns/refcoco.json, candidate-box .npz
   itm  SCAN f30k_precomp: {split}_ims.npy, {split}_caps.txt (5 per image), {split}_ids.txt
+  gqa  GQA questions/{train,val,testdev}_balanced_questions.json (programs, types, entailed)
+       + LXMERT vg_gqa_imgfeat/{vg_gqa,gqa_testdev}_obj36.tsv region features
 
 Generation is deterministic for a seed and atomic (nothing half-written).
 Use the result with --data DIR (or task.data_dir=DIR). Generator settings
@@ -23,11 +25,11 @@ are KEY=VALUE pairs, e.g.:
 
 
 def _generators() -> dict[str, tuple[type, Callable[..., Any]]]:
-    from nas.synth import (SynthReferConfig, SynthScanConfig, SynthVqaConfig, generate_refer, generate_scan,
-                           generate_vqa)
+    from nas.synth import (SynthGqaConfig, SynthReferConfig, SynthScanConfig, SynthVqaConfig, generate_gqa,
+                           generate_refer, generate_scan, generate_vqa)
 
     return {"vqa": (SynthVqaConfig, generate_vqa), "vgd": (SynthReferConfig, generate_refer),
-            "itm": (SynthScanConfig, generate_scan)}
+            "itm": (SynthScanConfig, generate_scan), "gqa": (SynthGqaConfig, generate_gqa)}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

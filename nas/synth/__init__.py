@@ -16,3 +16,8 @@ from nas.synth.scan_writer import SynthScanConfig, SynthScanSummary, generate_sc
 
 __all__ += ["SynthReferConfig", "SynthReferSummary", "SynthScanConfig", "SynthScanSummary",
             "generate_refer", "generate_scan"]
+
+# GQA question files + LXMERT obj36 TSVs from the same scenes; see gqa_writer.py for the layout.
+from nas.synth.gqa_writer import SynthGqaConfig, SynthGqaSummary, generate_gqa  # noqa: E402
+
+__all__ += ["SynthGqaConfig", "SynthGqaSummary", "generate_gqa"]
