@@ -1,5 +1,6 @@
 """Built-in tasks, imported explicitly so their registrations run."""
 
 from tasks import vqa  # noqa: F401
+from tasks.gqa import task as _gqa  # noqa: F401
 from tasks.itm import task as _itm  # noqa: F401
 from tasks.vgd import task as _vgd  # noqa: F401
