@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nas.errors import UserError
+from nas.io import DIR_MODE
 from nas.limits import check_free_space
 
 __all__ = ["RegionFeatures", "load_region_features", "image_id_from_filename", "numeric_image_id", "default_cache_dir",
@@ -211,6 +212,7 @@ def write_cache(cache: Path, rows: Iterable[tuple[int | str, np.ndarray, np.ndar
     cache.parent.mkdir(parents=True, exist_ok=True)
     check_free_space(cache.parent, cache_bytes(count, max_regions, dim), "the feature cache")
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
+    os.chmod(tmp, DIR_MODE)  # a shared cache stays readable to the group, as mkdir would leave it
     try:
         features = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
                                              shape=(count, max_regions, dim))

@@ -12,12 +12,26 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_write_jsonl", "read_json",
+__all__ = ["FILE_MODE", "DIR_MODE", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_write_jsonl", "read_json",
            "remove_stale_temporaries"]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp and mkdtemp make their results 0o600 and 0o700; renamed into place, those would be
+# unreadable to the user's group on a shared cluster, unlike what the user's other tools write.
+# These are the modes open() and mkdir() would give. The umask is read once: it can only be
+# read by setting it, which is not safe while other threads create files.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` and move the result to ``path`` atomically."""
+    """Call ``write(tmp_path)`` and move the result to ``path`` atomically (with the usual permissions)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -25,6 +39,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp_name)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, FILE_MODE)
         _fsync(tmp_path)  # the bytes reach the disk before the name points at them
         os.replace(tmp_path, path)
     except BaseException:

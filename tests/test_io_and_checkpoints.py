@@ -1,4 +1,6 @@
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,28 @@ def test_a_crash_mid_write_keeps_the_old_file(tmp_path: Path) -> None:
         atomic_write(target, crash)
     assert read_json(target) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["genotype.json"]  # no temporary left behind
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_writes_get_the_permissions_a_plain_write_gets(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # 0o666 less the umask
+    written = atomic_write_json(tmp_path / "genotype.json", {"version": 1})
+    checkpoint = tmp_path / "last.pt"
+    save_checkpoint({"step": torch.tensor(1)}, checkpoint)
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(checkpoint.stat().st_mode) == expected
+    assert expected & stat.S_IRGRP  # mkstemp's own mode (0o600) would fail this under the usual umask 022
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_a_feature_cache_folder_gets_the_mode_mkdir_gives(tmp_path: Path) -> None:
+    from nas.features import write_cache
+
+    (tmp_path / "plain").mkdir()
+    rows = [(7, np.ones((2, 3), np.float32), np.zeros((2, 4), np.float32), 10, 20)]
+    write_cache(tmp_path / "cache" / "one", rows, 1, 3, 2, progress=False)
+    assert stat.S_IMODE((tmp_path / "cache" / "one").stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
 
 
 def test_checkpoints_round_trip_and_refuse_pickled_code(tmp_path: Path) -> None:
