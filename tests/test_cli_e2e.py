@@ -1,6 +1,7 @@
 """The spine through the real CLI: search -> genotype -> retrain -> results -> evaluate."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,15 @@ def test_published_genotypes_retrain_across_tasks(genotype: str, task: str, tmp_
                  "--out", str(tmp_path), *SMOKE, "train.epochs=1", "space.hidden=16"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["task"] == task and summary["final"]
+
+
+def test_a_closed_output_pipe_stops_quietly() -> None:
+    """``nas genotype show G | head`` must not print a BrokenPipeError traceback."""
+    from tests.conftest import REPO
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before nas writes a byte
+    result = subprocess.run([sys.executable, "-m", "nas", "genotype", "show", str(REPO / "genotypes" / "mcan.json")],
+                            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write_end)
+    assert result.returncode == 141 and result.stderr == ""

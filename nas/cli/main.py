@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import traceback
@@ -79,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(gather_overrides(list(sys.argv[1:] if argv is None else argv), parser))
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not as a traceback at exit
+        return status
+    except BrokenPipeError:
+        # Whoever read the output went away (``nas genotype show G | head``): stop quietly, as cat does,
+        # and point stdout at /dev/null so the interpreter's last flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a process stopped by a closed pipe
     except UserError as error:
         logging.getLogger("nas").debug("user error", exc_info=True)
         if getattr(args, "debug", False):
