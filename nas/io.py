@@ -26,8 +26,9 @@ def _umask() -> int:
 # unreadable to the user's group on a shared cluster, unlike what the user's other tools write.
 # These are the modes open() and mkdir() would give. The umask is read once: it can only be
 # read by setting it, which is not safe while other threads create files.
-FILE_MODE = 0o666 & ~_umask()
-DIR_MODE = 0o777 & ~_umask()
+_UMASK = _umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from nas.errors import UserError
 from nas.features_tsv import ObjRecord, write_obj_tsv
 from nas.synth.features import Prototypes, make_prototypes, region_features
-from nas.synth.store import check_fields, ensure_dataset, read_meta, write_json
+from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_questions import FAMILIES, RELATIONS, Question, _phrase, generate_questions
 from nas.synth.world import ATTRIBUTE_VALUES, ATTRIBUTES, Scene, sample_scene
 
@@ -77,15 +77,9 @@ class SynthGqaConfig:
             ("questions_per_image", 1 <= self.questions_per_image <= _QIDS_PER_IMAGE // 2 - 1, "in 1..49"),
             ("entailed_share", 0 <= self.entailed_share <= 1, "in 0..1"),
             ("unbalanced_share", 0 <= self.unbalanced_share < 1, "in 0..1 (1 excluded)"),
-            ("feature_dim", self.feature_dim >= 8, ">= 8"),
-            ("min_objects", 2 <= self.min_objects <= self.max_objects, "in 2..max_objects"),
-            ("max_objects", self.max_objects <= 10, "<= 10"),
             ("max_distractors", self.max_distractors >= 0, ">= 0"),
-            ("feature_noise", self.feature_noise >= 0, ">= 0"),
-            ("image_width", self.image_width >= 64, ">= 64"),
-            ("image_height", self.image_height >= 64, ">= 64"),
         ]
-        check_fields(self, checks)
+        check_fields(self, checks + scene_checks(self))
         total = self.train_images + self.val_images + self.testdev_images
         if total > _IMAGE_NUMBERS[1] - _IMAGE_NUMBERS[0]:
             raise UserError(f"SynthGqaConfig: {total} images exceed the "
@@ -108,14 +102,10 @@ def feature_path(root: Path, split: str) -> Path:
     return root / "vg_gqa_imgfeat" / dict(SPLITS)[split]
 
 
-def _rng(config: SynthGqaConfig, stream: int, split: int = 0, index: int = 0) -> np.random.Generator:
-    return np.random.default_rng([config.seed, stream, split, index])
-
-
 def _image_numbers(config: SynthGqaConfig) -> dict[str, list[int]]:
     sizes = {"train": config.train_images, "val": config.val_images, "testdev": config.testdev_images}
     low, high = _IMAGE_NUMBERS
-    drawn = _rng(config, _STREAM_IDS).choice(high - low, size=sum(sizes.values()), replace=False) + low
+    drawn = seeded_rng(config, _STREAM_IDS).choice(high - low, size=sum(sizes.values()), replace=False) + low
     out, start = {}, 0
     for split, n in sizes.items():
         out[split] = sorted(int(i) for i in drawn[start:start + n])
@@ -297,12 +287,12 @@ def _split(config: SynthGqaConfig, split_no: int, numbers: list[int], protos: Pr
     """Yield one split's feature rows while filling its question ``records`` and ``meta``."""
     for index, number in enumerate(numbers):
         image_id = f"n{number}"
-        scene = sample_scene(_rng(config, _STREAM_SCENE, split_no, index),
+        scene = sample_scene(seeded_rng(config, _STREAM_SCENE, split_no, index),
                              min_objects=config.min_objects, max_objects=config.max_objects,
                              max_distractors=config.max_distractors,
                              width=config.image_width, height=config.image_height)
-        feats = region_features(scene, protos, config.feature_noise, _rng(config, _STREAM_FEATURES, split_no, index))
-        questions = _image_questions(config, scene, _rng(config, _STREAM_QUESTIONS, split_no, index))
+        feats = region_features(scene, protos, config.feature_noise, seeded_rng(config, _STREAM_FEATURES, split_no, index))
+        questions = _image_questions(config, scene, seeded_rng(config, _STREAM_QUESTIONS, split_no, index))
         for qid, record in _records(image_id, number, questions).items():
             records[qid] = record
             meta["families"][qid] = questions[int(qid) % _QIDS_PER_IMAGE].family
@@ -317,7 +307,7 @@ def _split(config: SynthGqaConfig, split_no: int, numbers: list[int], protos: Pr
 def _unbalance(config: SynthGqaConfig, split_no: int, records: dict[str, dict]) -> None:
     # An exact, seeded share per split, so the balanced-only metric always differs from plain accuracy.
     count = round(config.unbalanced_share * len(records))
-    chosen = _rng(config, _STREAM_BALANCE, split_no).choice(len(records), size=count, replace=False)
+    chosen = seeded_rng(config, _STREAM_BALANCE, split_no).choice(len(records), size=count, replace=False)
     qids = list(records)
     for k in chosen:
         records[qids[int(k)]]["isBalanced"] = False

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from nas.errors import UserError
 from nas.synth.expressions import Referrer
 from nas.synth.features import Prototypes, make_prototypes, proposal_features
-from nas.synth.store import check_fields, ensure_dataset, read_meta, write_json
+from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_writer import _MAX_COCO_ID
 from nas.synth.world import PROPOSALS_PER_OBJECT, SHAPES, Box, Scene, box_iou, propose_regions, sample_scene
 
@@ -72,16 +72,10 @@ class SynthReferConfig:
             ("refs_per_image", 1 <= self.refs_per_image <= 10, "in 1..10"),
             ("min_sentences", 1 <= self.min_sentences <= self.max_sentences, "in 1..max_sentences"),
             ("max_sentences", self.max_sentences <= 5, "<= 5"),
-            ("feature_dim", self.feature_dim >= 8, ">= 8"),
-            ("min_objects", 2 <= self.min_objects <= self.max_objects, "in 2..max_objects"),
-            ("max_objects", self.max_objects <= 10, "<= 10"),
             ("num_candidates", self.num_candidates >= PROPOSALS_PER_OBJECT * self.max_objects,
              f">= {PROPOSALS_PER_OBJECT} * max_objects ({PROPOSALS_PER_OBJECT} proposals per object)"),
-            ("feature_noise", self.feature_noise >= 0, ">= 0"),
-            ("image_width", self.image_width >= 64, ">= 64"),
-            ("image_height", self.image_height >= 64, ">= 64"),
         ]
-        check_fields(self, checks)
+        check_fields(self, checks + scene_checks(self))
         if self.total_images > _MAX_COCO_ID:
             raise UserError(f"SynthReferConfig: {self.total_images} images exceed the "
                             f"{_MAX_COCO_ID} COCO ids")
@@ -112,13 +106,10 @@ def feature_path(root: Path, image_id: int) -> Path:
 
 # ---- the dataset ---------------------------------------------------------------------------
 
-def _rng(config: SynthReferConfig, stream: int, split: int = 0, index: int = 0) -> np.random.Generator:
-    return np.random.default_rng([config.seed, stream, split, index])
-
 
 def _image_ids(config: SynthReferConfig) -> dict[str, list[int]]:
     sizes = [config.train_images, config.val_images, config.testA_images, config.testB_images]
-    ids = _rng(config, _STREAM_IDS).choice(_MAX_COCO_ID, size=sum(sizes), replace=False) + 1
+    ids = seeded_rng(config, _STREAM_IDS).choice(_MAX_COCO_ID, size=sum(sizes), replace=False) + 1
     starts = np.cumsum([0, *sizes])
     return {s: sorted(int(i) for i in ids[a:b]) for s, a, b in zip(SPLITS, starts[:-1], starts[1:])}
 
@@ -149,12 +140,12 @@ def _raw(sent: str, rng: np.random.Generator) -> str:
 def _write_image(tmp: Path, config: SynthReferConfig, split_no: int, index: int, image_id: int,
                  protos: Prototypes, out: dict) -> None:
     """Write one image's npz and append its annotations, refs and SimREC entries to ``out``."""
-    scene = sample_scene(_rng(config, _STREAM_SCENE, split_no, index), min_objects=config.min_objects,
+    scene = sample_scene(seeded_rng(config, _STREAM_SCENE, split_no, index), min_objects=config.min_objects,
                          max_objects=config.max_objects, max_distractors=0,
                          width=config.image_width, height=config.image_height)
-    props = propose_regions(scene, config.num_candidates, _rng(config, _STREAM_PROPOSALS, split_no, index))
+    props = propose_regions(scene, config.num_candidates, seeded_rng(config, _STREAM_PROPOSALS, split_no, index))
     feats = proposal_features(scene, props, protos, config.feature_noise,
-                              _rng(config, _STREAM_FEATURES, split_no, index))
+                              seeded_rng(config, _STREAM_FEATURES, split_no, index))
     bbox = np.asarray(props.boxes, dtype=np.float32)
     path = feature_path(tmp, image_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +167,7 @@ def _write_image(tmp: Path, config: SynthReferConfig, split_no: int, index: int,
                         "material": obj.material, "size": obj.size, "box": _r2(box)})
     out["meta"]["images"][str(image_id)] = {"split": SPLITS[split_no], "objects": objects}
     _add_refs(out, config, SPLITS[split_no], image_id, scene, objects, bbox,
-              _rng(config, _STREAM_TEXT, split_no, index))
+              seeded_rng(config, _STREAM_TEXT, split_no, index))
 
 
 def _add_refs(out: dict, config: SynthReferConfig, split: str, image_id: int, scene: Scene,

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from nas.synth.expressions import generate_captions
 from nas.synth.features import make_prototypes, proposal_features
-from nas.synth.store import check_fields, ensure_dataset, read_meta, write_json
+from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.world import PROPOSALS_PER_OBJECT, propose_regions, sample_scene
 
 __all__ = ["CAPTIONS_PER_IMAGE", "GENERATOR", "SPLITS", "SynthScanConfig", "SynthScanSummary", "VERSION",
@@ -59,14 +59,8 @@ class SynthScanConfig:
             ("test_images", self.test_images >= 1, ">= 1"),
             ("regions", self.regions >= PROPOSALS_PER_OBJECT * self.max_objects,
              f">= {PROPOSALS_PER_OBJECT} * max_objects ({PROPOSALS_PER_OBJECT} proposals per object)"),
-            ("feature_dim", self.feature_dim >= 8, ">= 8"),
-            ("min_objects", 2 <= self.min_objects <= self.max_objects, "in 2..max_objects"),
-            ("max_objects", self.max_objects <= 10, "<= 10"),
-            ("feature_noise", self.feature_noise >= 0, ">= 0"),
-            ("image_width", self.image_width >= 64, ">= 64"),
-            ("image_height", self.image_height >= 64, ">= 64"),
         ]
-        check_fields(self, checks)
+        check_fields(self, checks + scene_checks(self))
 
 
 @dataclass(frozen=True)
@@ -82,14 +76,10 @@ def split_path(root: Path, split: str, name: str) -> Path:
     return root / "f30k_precomp" / f"{split}_{name}"
 
 
-def _rng(config: SynthScanConfig, stream: int, split: int = 0, index: int = 0) -> np.random.Generator:
-    return np.random.default_rng([config.seed, stream, split, index])
-
-
 def _image_ids(config: SynthScanConfig) -> dict[str, list[int]]:
     sizes = [config.train_images, config.dev_images, config.test_images]
     pool = max(_F30K_IMGIDS, sum(sizes))
-    ids = _rng(config, _STREAM_IDS).choice(pool, size=sum(sizes), replace=False)
+    ids = seeded_rng(config, _STREAM_IDS).choice(pool, size=sum(sizes), replace=False)
     starts = np.cumsum([0, *sizes])
     return {s: sorted(int(i) for i in ids[a:b]) for s, a, b in zip(SPLITS, starts[:-1], starts[1:])}
 
@@ -109,14 +99,14 @@ def _write_split(tmp: Path, config: SynthScanConfig, split_no: int, image_ids: l
     boxes = np.zeros((n, config.regions, 4), dtype=np.float32)
     captions: list[str] = []
     for index, image_id in enumerate(image_ids):
-        scene = sample_scene(_rng(config, _STREAM_SCENE, split_no, index), min_objects=config.min_objects,
+        scene = sample_scene(seeded_rng(config, _STREAM_SCENE, split_no, index), min_objects=config.min_objects,
                              max_objects=config.max_objects, max_distractors=0,
                              width=config.image_width, height=config.image_height)
-        props = propose_regions(scene, config.regions, _rng(config, _STREAM_PROPOSALS, split_no, index))
+        props = propose_regions(scene, config.regions, seeded_rng(config, _STREAM_PROPOSALS, split_no, index))
         ims[index] = proposal_features(scene, props, protos, config.feature_noise,
-                                       _rng(config, _STREAM_FEATURES, split_no, index))
+                                       seeded_rng(config, _STREAM_FEATURES, split_no, index))
         boxes[index] = props.boxes
-        made = generate_captions(scene, CAPTIONS_PER_IMAGE, _rng(config, _STREAM_CAPTIONS, split_no, index))
+        made = generate_captions(scene, CAPTIONS_PER_IMAGE, seeded_rng(config, _STREAM_CAPTIONS, split_no, index))
         captions += [text for _, text in made]
         kinds.update(kind for kind, _ in made)
         meta["images"][f"{split}/{image_id}"] = {

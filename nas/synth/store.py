@@ -13,7 +13,9 @@ import shutil
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
+
+import numpy as np
 
 from nas.errors import UserError
 
@@ -26,6 +28,23 @@ def write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f)
+
+
+def scene_checks(config: Any) -> list[tuple[str, bool, str]]:
+    """Checks of the scene and feature fields every generator config shares (see ``check_fields``)."""
+    return [
+        ("feature_dim", config.feature_dim >= 8, ">= 8"),
+        ("min_objects", 2 <= config.min_objects <= config.max_objects, "in 2..max_objects"),
+        ("max_objects", config.max_objects <= 10, "<= 10"),
+        ("feature_noise", config.feature_noise >= 0, ">= 0"),
+        ("image_width", config.image_width >= 64, ">= 64"),
+        ("image_height", config.image_height >= 64, ">= 64"),
+    ]
+
+
+def seeded_rng(config: Any, stream: int, split: int = 0, index: int = 0) -> np.random.Generator:
+    """The generator of one random stream, split and item: each is reproducible on its own."""
+    return np.random.default_rng([config.seed, stream, split, index])
 
 
 def check_fields(config: object, checks: list[tuple[str, bool, str]]) -> None:

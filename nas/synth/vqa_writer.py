@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from nas.errors import UserError
 from nas.synth.features import make_prototypes, region_features
-from nas.synth.store import check_fields, ensure_dataset, read_meta, write_json
+from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_questions import FAMILIES, FAMILY_ANSWER_TYPES, Question, annotate, generate_questions
 from nas.synth.world import Scene, sample_scene
 
@@ -75,16 +75,10 @@ class SynthVqaConfig:
             # VG ids continue each image's train ids (image_id * 1000 + k), so both must fit in 1000.
             ("vg_questions_per_image", 1 <= self.vg_questions_per_image <= 1000 - self.questions_per_image,
              "in 1..(1000 - questions_per_image)"),
-            ("feature_dim", self.feature_dim >= 8, ">= 8"),
-            ("min_objects", 2 <= self.min_objects <= self.max_objects, "in 2..max_objects"),
-            ("max_objects", self.max_objects <= 10, "<= 10"),
             ("max_distractors", self.max_distractors >= 0, ">= 0"),
-            ("feature_noise", self.feature_noise >= 0, ">= 0"),
             ("annotator_noise", 0 <= self.annotator_noise <= 0.5, "in 0..0.5"),
-            ("image_width", self.image_width >= 64, ">= 64"),
-            ("image_height", self.image_height >= 64, ">= 64"),
         ]
-        check_fields(self, checks)
+        check_fields(self, checks + scene_checks(self))
         total = self.train_images + self.val_images + self.test_images
         if total > _MAX_COCO_ID:
             raise UserError(f"SynthVqaConfig: {total} images exceed the {_MAX_COCO_ID} COCO ids")
@@ -110,13 +104,9 @@ def feature_path(root: Path, subtype: str, image_id: int) -> Path:
     return root / "coco_extract" / subtype / f"COCO_{subtype}_{image_id:012d}.jpg.npz"
 
 
-def _rng(config: SynthVqaConfig, stream: int, split: int = 0, index: int = 0) -> np.random.Generator:
-    return np.random.default_rng([config.seed, stream, split, index])
-
-
 def _image_ids(config: SynthVqaConfig) -> dict[str, list[int]]:
     sizes = {"train": config.train_images, "val": config.val_images, "test": config.test_images}
-    ids = _rng(config, _STREAM_IDS).choice(_MAX_COCO_ID, size=sum(sizes.values()), replace=False) + 1
+    ids = seeded_rng(config, _STREAM_IDS).choice(_MAX_COCO_ID, size=sum(sizes.values()), replace=False) + 1
     out, start = {}, 0
     for split, n in sizes.items():
         out[split] = sorted(int(i) for i in ids[start:start + n])
@@ -150,7 +140,7 @@ def _vg_images(config: SynthVqaConfig) -> frozenset[int]:
     """Positions in the train split of the images that also get VG questions."""
     # round() first: 0.05 * 60 is 3.0000000000000004 in floating point, which ceil would make 4.
     count = math.ceil(round(config.vg_image_share * config.train_images, 9))
-    chosen = _rng(config, _STREAM_VG_IMAGES).choice(config.train_images, size=count, replace=False)
+    chosen = seeded_rng(config, _STREAM_VG_IMAGES).choice(config.train_images, size=count, replace=False)
     return frozenset(int(i) for i in chosen)
 
 
@@ -176,7 +166,7 @@ def _records(q: Question, image_id: int, qid: int, noise: float, rng: np.random.
 def _add_vg(vg: _VgQuestions, config: SynthVqaConfig, scene: Scene, image_id: int, index: int,
             asked: set[str], meta: dict) -> None:
     """VG questions about one train image: texts its VQA questions do not already ask."""
-    rng = _rng(config, _STREAM_VG, 0, index)
+    rng = seeded_rng(config, _STREAM_VG, 0, index)
     fresh = [q for q in generate_questions(scene, config.questions_per_image + config.vg_questions_per_image, rng)
              if q.text not in asked]
     for j, q in enumerate(fresh[:config.vg_questions_per_image]):
@@ -196,19 +186,19 @@ def _write_split(tmp: Path, config: SynthVqaConfig, split_no: int, subtype: str,
     protos = make_prototypes(config.seed, config.feature_dim)
     questions, annotations = [], []
     for index, image_id in enumerate(image_ids):
-        scene = sample_scene(_rng(config, _STREAM_SCENE, split_no, index),
+        scene = sample_scene(seeded_rng(config, _STREAM_SCENE, split_no, index),
                              min_objects=config.min_objects, max_objects=config.max_objects,
                              max_distractors=config.max_distractors,
                              width=config.image_width, height=config.image_height)
         feats = region_features(scene, protos, config.feature_noise,
-                                _rng(config, _STREAM_FEATURES, split_no, index))
+                                seeded_rng(config, _STREAM_FEATURES, split_no, index))
         path = feature_path(tmp, subtype, image_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Same keys, dtypes and (D, N) layout as bottom-up-attention's tools/extract_feat.py.
         np.savez_compressed(path, x=np.ascontiguousarray(feats.T),
                             bbox=np.asarray(scene.boxes, dtype=np.float32),
                             num_bbox=len(scene.boxes), image_h=scene.height, image_w=scene.width)
-        q_rng = _rng(config, _STREAM_QUESTIONS, split_no, index)
+        q_rng = seeded_rng(config, _STREAM_QUESTIONS, split_no, index)
         asked = set()
         for k, q in enumerate(generate_questions(scene, config.questions_per_image, q_rng)):
             question, annotation = _records(q, image_id, image_id * 1000 + k, config.annotator_noise, q_rng, meta)

@@ -157,6 +157,13 @@ class GqaTask(Task):
     def _question_id(self, number: int) -> str:
         return self._names[number]
 
+    def _question_ids(self, dataset: Dataset) -> list[str]:
+        """GQA ids of a split's questions (or of a Subset's), in order."""
+        numbers = _base(dataset).question_ids
+        if isinstance(dataset, Subset):
+            numbers = numbers[list(dataset.indices)]
+        return [self._names[n] for n in numbers.tolist()]
+
     # ---------------------------------------------------------------- model
     def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
         return FusionHead(hidden, self.config.flat_mlp, meta.num_outputs, dropout=self.config.dropout)
@@ -171,13 +178,11 @@ class GqaTask(Task):
 
     # --------------------------------------------------------------- metric
     def evaluate(self, split: str, dataset: Dataset, predictions: list[dict[str, Any]]) -> dict[str, Any]:
-        ids = _dataset_question_ids(self, dataset)
-        questions = {qid: self.questions[qid] for qid in ids}
-        scores = gqa_scores(questions, {p["question_id"]: p["answer"] for p in predictions}, f"split '{split}'")
-        metrics: dict[str, Any] = scores.to_dict()
+        questions = {qid: self.questions[qid] for qid in self._question_ids(dataset)}
+        answered = {p["question_id"]: p["answer"] for p in predictions}
+        metrics: dict[str, Any] = gqa_scores(questions, answered, f"split '{split}'").to_dict()
         if self.families:
             per_family: dict[str, list[bool]] = {}
-            answered = {p["question_id"]: p["answer"] for p in predictions}
             for qid, question in questions.items():
                 if question.balanced and qid in self.families:
                     per_family.setdefault(self.families[qid], []).append(answered[qid] == question.answer)
@@ -185,14 +190,13 @@ class GqaTask(Task):
         return metrics
 
     def is_labelled(self, dataset: Dataset) -> bool:
-        base = dataset.dataset if isinstance(dataset, Subset) else dataset
-        return base.targets is not None
+        return _base(dataset).targets is not None
 
     def baseline(self, train: Dataset, split: str, dataset: Dataset) -> dict[str, Any]:
         """Always answer the most frequent training answer."""
-        counts = Counter(self.questions[q].answer for q in _dataset_question_ids(self, train))
+        counts = Counter(self.questions[q].answer for q in self._question_ids(train))
         majority = counts.most_common(1)[0][0]
-        predictions = [{"question_id": q, "answer": majority} for q in _dataset_question_ids(self, dataset)]
+        predictions = [{"question_id": q, "answer": majority} for q in self._question_ids(dataset)]
         return {"answer": majority, **self.evaluate(split, dataset, predictions)}
 
     def format_metrics(self, metrics: dict[str, Any]) -> str:
@@ -200,10 +204,9 @@ class GqaTask(Task):
 
     def write_results(self, predictions: list[dict[str, Any]], path: Path, dataset: Dataset) -> Path:
         """GQA's submission file, one entry per question of the split, refused when any is missing."""
-        base = dataset.dataset if isinstance(dataset, Subset) else dataset
-        self.warn_if_subset(path, [base.split.name])
+        self.warn_if_subset(path, [_base(dataset).split.name])
         return write_submission(path, {p["question_id"]: p["answer"] for p in predictions},
-                                _dataset_question_ids(self, dataset))
+                                self._question_ids(dataset))
 
     @classmethod
     def add_evaluate_arguments(cls, parser: argparse._ActionsContainer) -> None:
@@ -232,7 +235,5 @@ def _first_images(questions: list[GqaQuestion], max_images: int | None) -> list[
     return [i for i, q in enumerate(questions) if q.image_id in kept]
 
 
-def _dataset_question_ids(task: GqaTask, dataset: Dataset) -> list[str]:
-    base, rows = (dataset.dataset, list(dataset.indices)) if isinstance(dataset, Subset) else (dataset, None)
-    numbers = base.question_ids.tolist() if rows is None else base.question_ids[rows].tolist()
-    return [task._question_id(n) for n in numbers]
+def _base(dataset: Dataset) -> VqaDataset:
+    return dataset.dataset if isinstance(dataset, Subset) else dataset
