@@ -121,6 +121,34 @@ def test_relation_paths_equal_autograd_through_the_written_out_formulas() -> Non
     assert torch.autograd.gradcheck(fast, params)
 
 
+def test_hand_written_backward_passes_run_under_bf16_autocast_and_track_float32() -> None:
+    # Under autocast the saved activations are bf16 while the weights stay float32; the relation
+    # backward once multiplied the two and failed on the first bf16 training step.
+    from search_spaces.mmnas.relation import embed_geometry, relation_log_bias
+
+    torch.manual_seed(0)
+    geometry = torch.rand(2, 5, 5, 4)
+    embed, heads, project, norm = (torch.nn.Linear(4, 16), torch.nn.Linear(16, 8), torch.nn.Linear(16, 16),
+                                   McanLayerNorm(16))
+    with torch.no_grad():
+        heads.bias.add_(1.0)  # most head logits positive, so the log has gradients to compare
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    weights = [embed.weight, embed.bias, heads.weight, heads.bias, project.weight, norm.weight, norm.bias, x]
+    upstream_bias, upstream_norm = torch.randn(2, 8, 5, 5), torch.randn(2, 5, 16)
+
+    def gradients(autocast: bool) -> list[torch.Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            bias = relation_log_bias(embed_geometry(geometry, embed), heads)  # (B, h, N, N)
+            normed = norm(project(x))  # (B, N, H)
+        assert (bias.dtype == torch.bfloat16) == autocast
+        loss = (bias.float() * upstream_bias).sum() + (normed.float() * upstream_norm).sum()
+        return list(torch.autograd.grad(loss, weights))
+
+    for got, want in zip(gradients(True), gradients(False)):
+        assert got.dtype == want.dtype == torch.float32
+        assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+
+
 def test_relu_dropout_is_relu_then_dropout_with_the_same_draws() -> None:
     from nas.dropout import ReluDropout, relu_dropout
 

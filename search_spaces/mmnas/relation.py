@@ -31,8 +31,9 @@ class _GeometryEmbedding(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         geometry, out = ctx.saved_tensors
-        grad = torch.where(out > 0, grad, 0.0).reshape(-1, out.shape[-1])  # (M, R)
-        flat = geometry.reshape(-1, geometry.shape[-1])  # (M, 4)
+        dtype = torch.promote_types(grad.dtype, geometry.dtype)  # under autocast, out is bf16 and geometry not
+        grad = torch.where(out > 0, grad, 0.0).reshape(-1, out.shape[-1]).to(dtype)  # (M, R)
+        flat = geometry.reshape(-1, geometry.shape[-1]).to(dtype)  # (M, 4)
         return None, (flat.t() @ grad).t(), grad.sum(0)  # (4, M) @ (M, R), not (R, M) @ (M, 4)
 
 
@@ -50,8 +51,12 @@ class _RelationLogBias(torch.autograd.Function):
         relation, weight, logits = ctx.saved_tensors
         grad = grad.permute(0, 2, 3, 1)  # (B, N, N, h), strided
         grad_logits = torch.where(logits > _FLOOR, grad / logits, 0.0).reshape(-1, logits.shape[-1])  # (M, h)
-        flat = relation.reshape(-1, relation.shape[-1])  # (M, R)
-        grad_relation = F.linear(grad_logits, weight.t().contiguous()).view(relation.shape) \
+        # Under autocast the saved relation and logits are bf16/fp16 and the weight is not: the
+        # gradient products run in the wider type (the engine casts each gradient to its input's type).
+        dtype = torch.promote_types(grad_logits.dtype, weight.dtype)
+        grad_logits = grad_logits.to(dtype)
+        flat = relation.reshape(-1, relation.shape[-1]).to(dtype)  # (M, R)
+        grad_relation = F.linear(grad_logits, weight.t().contiguous().to(dtype)).view(relation.shape) \
             if ctx.needs_input_grad[0] else None
         return grad_relation, grad_logits.t() @ flat, grad_logits.sum(0)  # (h, M) @ (M, R): the fast order
 
