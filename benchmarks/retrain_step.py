@@ -27,6 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import nas.strategies  # noqa: F401  (registrations)
 import search_spaces  # noqa: F401
 import tasks  # noqa: F401
+import search_spaces.mmnas.ops as mmnas_ops
+from nas.compile import COMPILE_MODES
 from nas.config import TrainConfig
 from nas.data import make_loader
 from nas.genotype import load_genotype
@@ -89,6 +91,24 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats
     return 2 * n**3 / best
 
 
+def _count_flops(model: torch.nn.Module, config: TrainConfig, device: torch.device, batch: dict) -> int:
+    """FLOPs of one step, counted on an uncompiled twin (the counter cannot see into compiled
+    graphs); the twin's update touches a copy of the weights only."""
+    import copy
+
+    twin = Trainer(copy.deepcopy(model), _Answers(), replace(config, compile="off"), device)
+    with FlopCounterMode(display=False) as counter:
+        twin.train_epoch([batch], "count", False, EpochProgress())
+    return counter.get_total_flops()
+
+
+def _written_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                       dropout_p: float) -> torch.Tensor:
+    # q: (B, h, Lq, d); k, v: (B, h, Lk, d) -> (B, h, Lq, d)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + mask
+    return torch.matmul(F.dropout(torch.softmax(scores, dim=-1), dropout_p, True), v)
+
+
 def _profile(trainer: Trainer, batches: list, rows: int) -> None:
     """Print where one step's time goes, operator by operator (self time, so nothing is counted twice)."""
     from torch.profiler import ProfilerActivity, profile
@@ -114,28 +134,40 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=14)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after 2 warm-up steps; their median is reported")
+    parser.add_argument("--compile", default="off", choices=COMPILE_MODES,
+                        help="train.compile: torch.compile the training forward (the first step pays the compile)")
+    parser.add_argument("--attention", default="fused", choices=["fused", "written"],
+                        help="fused: the ops' scaled_dot_product_attention; written: softmax(QK^T)V step by step")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also profile one more step and print its ROWS most expensive operators")
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    if args.attention == "written":
+        mmnas_ops._attention = _written_attention
     genotype = load_genotype(args.genotype)
     space_cls = SPACES.get(genotype.space)
     space = space_cls(replace(space_cls.Config(), hidden=args.hidden, **space_cls.config_from_choices(genotype.choices)))
     meta = TaskMeta(vocab_size=20_000, feature_dim=2048, num_outputs=3129)
     model = space.build_model(meta, FusionHead(args.hidden, 512, meta.num_outputs),
                               fixed_block_factory(genotype.choices)).to(device)
-    config = TrainConfig(batch_size=args.batch, lr=1e-4, precision=args.precision, device=args.device)
+    config = TrainConfig(batch_size=args.batch, lr=1e-4, precision=args.precision, device=args.device,
+                         compile=args.compile)
     trainer = Trainer(model, _Answers(), config, device)
     data = _Batches(args.batch * (args.steps + 3), args.tokens, args.regions, 2048, meta.vocab_size,
                     meta.num_outputs, device)
     batches = list(make_loader(data, args.batch, shuffle=False, seed=0))
 
-    with FlopCounterMode(display=False) as counter:
-        trainer.train_epoch(batches[:1], "count", False, EpochProgress())
-    flops = counter.get_total_flops()
-    trainer.train_epoch(batches[1:3], "warm-up", False, EpochProgress())
+    flops = _count_flops(model, config, device, batches[0])
+    _sync(device)
+    start = time.perf_counter()
+    trainer.train_epoch(batches[1:2], "first step", False, EpochProgress())
+    _sync(device)
+    first_step = time.perf_counter() - start
+    trainer.train_epoch(batches[2:3], "warm-up", False, EpochProgress())
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     # Each step timed on its own: on a shared virtual machine single steps vary by 10-20%,
     # so the median is reported next to the mean.
     step_times = []
@@ -146,6 +178,7 @@ def main() -> None:
         _sync(device)
         step_times.append(time.perf_counter() - start)
     step = statistics.median(step_times)
+    peak_memory = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     if args.profile:
         _profile(trainer, batches[3 + args.steps - 1:3 + args.steps], args.profile)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
@@ -153,8 +186,9 @@ def main() -> None:
     result = {
         "genotype": str(args.genotype), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        "precision": args.precision, "batch": args.batch, "regions": args.regions, "tokens": args.tokens,
+        "precision": args.precision, "compile": args.compile, "attention": args.attention, "batch": args.batch, "regions": args.regions, "tokens": args.tokens,
         "hidden": args.hidden, "parameters": sum(p.numel() for p in model.parameters()),
+        "first_step_seconds": round(first_step, 2), "peak_memory_mib": peak_memory and round(peak_memory),
         "step_seconds": round(step, 4), "step_seconds_each": [round(t, 3) for t in step_times], "tflop_per_step": round(flops / 1e12, 4),
         "achieved_gflops": round(flops / step / 1e9, 1), "matmul_gflops": round(peak / 1e9, 1),
         "fraction_of_matmul": round(flops / step / peak, 3), "torch": torch.__version__,

@@ -59,6 +59,9 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (CUDA, loss scaling)
     ema_decay: float = 0.0  # 0: off; e.g. 0.999: the averaged weights are evaluated, kept as best and submitted
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0: at the end of each epoch only
+    # torch.compile the training forward of a retrain: off | default | reduce-overhead (CUDA graphs) |
+    # max-autotune. The first steps pay the compile (minutes on CPU); searches always run uncompiled.
+    compile: str = "off"
     # Batch samples of similar region counts together (a batch is as wide as its most regions): faster
     # on features with 10-100 boxes, the same samples per epoch in another grouping.
     group_by_length: bool = False

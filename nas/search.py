@@ -16,7 +16,7 @@ every rank holds the same architecture parameters and writes the same genotype.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -70,6 +70,9 @@ def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: 
     strategy.parameter_free_ops = frozenset(space.parameter_free_ops)
     if world.rank > 0:
         torch.manual_seed(config.seed + 7919 * world.rank)
+    if train_cfg.compile != "off":  # each sampled path would be a new graph to compile
+        log.info("search: train.compile=%s applies to retraining; the supernet runs uncompiled", train_cfg.compile)
+        train_cfg = replace(train_cfg, compile="off")
     trainer = Trainer(model, task, train_cfg, device, world)
     log.info("search: task %s, space %s, strategy %s, supernet %s parameters, %d weight / %d held-out samples, "
              "%d process(es) (data: %s)", task.name, space.name, strategy.name, format_count(count_parameters(model)),
