@@ -32,11 +32,12 @@ def tiny_pairs(images: int = 6, regions: int = 5, dim: int = 12) -> AllPairsData
     return AllPairsDataset(PairBatcher(tokens, features), np.arange(images))
 
 
-def tiny_model() -> torch.nn.Module:
+def tiny_model(dropout: float = 0.1) -> torch.nn.Module:
     torch.manual_seed(0)
-    space = MmnasSpace(MmnasConfig(hidden=16, head_dim=8, enc_blocks=2, dec_blocks=3))
+    space = MmnasSpace(MmnasConfig(hidden=16, head_dim=8, enc_blocks=2, dec_blocks=3, dropout=dropout))
     meta = TaskMeta(vocab_size=50, feature_dim=12, num_outputs=1)
-    return space.build_model(meta, MatchingHead(16, 32, fusion="product"), fixed_block_factory(CHOICES)).eval()
+    return space.build_model(meta, MatchingHead(16, 32, dropout=dropout, fusion="product"),
+                             fixed_block_factory(CHOICES)).eval()
 
 
 def test_cached_text_scores_equal_per_pair_scores_and_each_caption_is_encoded_once() -> None:
