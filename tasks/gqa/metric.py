@@ -38,8 +38,8 @@ def gqa_scores(questions: Mapping[str, GqaQuestion], predictions: Mapping[str, s
         raise UserError(f"{source}: no balanced questions to score")
     unanswerable = [q.question_id for q in balanced if q.answer is None]
     if unanswerable:
-        raise UserError(f"{source}: {len(unanswerable)} balanced questions have no 'answer' (a test file?), "
-                        f"e.g. {unanswerable[0]!r}")
+        raise UserError(f"{source}: {_how_many(len(unanswerable), 'balanced questions')} no 'answer' "
+                        f"(a test file?), e.g. {unanswerable[0]!r}")
     _require(predictions, [q.question_id for q in balanced], source, "balanced questions")
     correct = {q.question_id: predictions[q.question_id] == q.answer for q in balanced}
     open_scores = [correct[q.question_id] for q in balanced if q.is_open]
@@ -60,7 +60,12 @@ def _require(predictions: Mapping[str, str], ids: list[str], source: str, what: 
     missing = [i for i in ids if i not in predictions]
     if missing:
         shown = ", ".join(repr(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise UserError(f"{source}: {len(missing)} {what} have no prediction ({shown})")
+        raise UserError(f"{source}: {_how_many(len(missing), what)} no prediction ({shown})")
+
+
+def _how_many(count: int, plural: str) -> str:
+    """``"1 of the questions has"`` / ``"3 questions have"``: the subject and verb of an error."""
+    return f"1 of the {plural} has" if count == 1 else f"{count} {plural} have"
 
 
 def _percent(flags: list[bool]) -> float:

@@ -47,9 +47,9 @@ def test_hand_computed_accuracy_open_binary_and_consistency() -> None:
 
 def test_a_balanced_question_without_a_prediction_is_an_error_not_a_zero() -> None:
     questions = parse_questions(QUESTIONS, "q.json")
-    with pytest.raises(UserError, match=r"p.json: 1 balanced questions have no prediction \('5'\)"):
+    with pytest.raises(UserError, match=r"p.json: 1 of the balanced questions has no prediction \('5'\)"):
         gqa_scores(questions, {"1": "bedroom", "2": "yes", "3": "no", "4": "left"}, "p.json")
-    with pytest.raises(UserError, match="entailed by '3' have no prediction \\('4'\\)"):
+    with pytest.raises(UserError, match="1 of the questions entailed by '3' has no prediction \\('4'\\)"):
         gqa_scores(questions, {"1": "bedroom", "2": "yes", "3": "no", "5": "red"}, "p.json")
 
 
