@@ -63,7 +63,7 @@ def test_question_file_round_trip_keeps_programs_and_test_files_load_without_ans
     assert [(op.operation, op.dependencies, op.argument) for op in questions["1"].program] == \
         [("select", (), "scene"), ("query", (0,), "name")]
     assert questions["9"].answer is None and questions["9"].structural is None
-    with pytest.raises(UserError, match="have no 'answer'"):
+    with pytest.raises(UserError, match="1 of the balanced questions has no 'answer'"):
         gqa_scores(questions, {q: "x" for q in questions}, "p.json")
 
 
