@@ -230,11 +230,17 @@ def _load_npy(path: str | os.PathLike) -> np.ndarray:
     if zipfile.is_zipfile(path):
         raise UserError(f"{path}: is an .npz archive; save the similarity matrix with numpy.save "
                         "as one .npy array")
+    with open(path, "rb") as handle:
+        if handle.read(6) != b"\x93NUMPY":  # numpy would guess it is a pickle and say so
+            raise UserError(f"{path}: not a readable .npy similarity matrix (it does not start with "
+                            "numpy's magic bytes)")
     try:
         # allow_pickle=False: a similarity file must never be able to run code.
         loaded = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, EOFError, OSError) as error:
         detail = " ".join(str(error).split())
+        if "pickled" in detail or "Python objects" in detail:
+            detail = "it holds pickled Python objects, which are never loaded"
         raise UserError(f"{path}: not a readable .npy similarity matrix ({detail})") from None
     if not isinstance(loaded, np.ndarray):
         raise UserError(f"{path}: expected a .npy array, got {type(loaded).__name__}")
