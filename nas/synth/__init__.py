@@ -21,3 +21,8 @@ __all__ += ["SynthReferConfig", "SynthReferSummary", "SynthScanConfig", "SynthSc
 from nas.synth.gqa_writer import SynthGqaConfig, SynthGqaSummary, generate_gqa  # noqa: E402
 
 __all__ += ["SynthGqaConfig", "SynthGqaSummary", "generate_gqa"]
+
+# NLVR2 statements about image pairs + LXMERT obj36 TSVs; see nlvr2_writer.py for the layout.
+from nas.synth.nlvr2_writer import SynthNlvr2Config, SynthNlvr2Summary, generate_nlvr2  # noqa: E402
+
+__all__ += ["SynthNlvr2Config", "SynthNlvr2Summary", "generate_nlvr2"]
