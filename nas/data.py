@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from nas.distributed import SINGLE, World
 
 __all__ = ["batch_collate", "make_loader", "make_eval_loader", "GlobalBatchSampler", "contiguous_split",
-           "BatchConcat", "move_batch", "sample_lengths", "GROUP_BATCHES"]
+           "BatchConcat", "move_batch", "sample_lengths", "count_samples", "GROUP_BATCHES"]
 
 
 def batch_collate(batch: Any) -> Any:
@@ -167,6 +167,12 @@ def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
             tensor = grown
         padded.append(tensor)
     return torch.cat(padded)
+
+
+def count_samples(batch: dict[str, torch.Tensor]) -> int:
+    """Samples in a batch: its rows, except in a batch whose samples take several rows (NLVR2: one
+    row per image of a pair), which carries ``example``, one entry per sample."""
+    return len(batch["example"]) if "example" in batch else len(batch["tokens"])
 
 
 def move_batch(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from nas.checkpoint import check_weights
 from nas.compile import COMPILE_MODES, compile_forward
 from nas.config import RunConfig, TrainConfig
-from nas.data import move_batch
+from nas.data import count_samples, move_batch
 from nas.distributed import SINGLE, World, gather_lists, init_world, rank_device, sum_gradients, sum_scalars
 from nas.ema import WeightAverage
 from nas.errors import UserError
@@ -212,7 +212,7 @@ class Trainer:
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             micro += 1
             pending_loss += float(loss.detach())
-            pending_samples += len(batch["tokens"])
+            pending_samples += count_samples(batch)
             if micro < accumulate and position < last:
                 continue
             self._optimizer_step(pending_loss, pending_samples, description, done)

@@ -87,6 +87,8 @@ def forward_flops_per_sample(model: Any, batch: Mapping[str, Any]) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from nas.data import count_samples
+
     was_training = model.training
     model.eval()
     try:
@@ -94,7 +96,7 @@ def forward_flops_per_sample(model: Any, batch: Mapping[str, Any]) -> float:
             model(batch)
     finally:
         model.train(was_training)
-    return counter.get_total_flops() / max(len(batch["tokens"]), 1)
+    return counter.get_total_flops() / max(count_samples(batch), 1)
 
 
 class BoardWriter:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nas.config import RunConfig, TrainConfig
-from nas.data import GlobalBatchSampler, batch_collate, contiguous_split, make_eval_loader
+from nas.data import GlobalBatchSampler, batch_collate, contiguous_split, count_samples, make_eval_loader
 from nas.genotype import Genotype, save_genotype
 from nas.interop.nni_env import require_nni
 from nas.interop.nni_genotype import NNI_STRATEGIES, genotype_from_nni
@@ -147,12 +147,12 @@ def _make_task_module(task: Task, train_cfg: TrainConfig) -> Any:
 
         def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
             loss = task.loss(self.model(batch), batch)
-            self.log("train_loss", loss.detach(), batch_size=len(batch["tokens"]), on_epoch=True, on_step=False)
+            self.log("train_loss", loss.detach(), batch_size=count_samples(batch), on_epoch=True, on_step=False)
             return loss
 
         def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
             loss = task.loss(self.model(batch), batch)
-            self.log("val_loss", loss.detach(), batch_size=len(batch["tokens"]))
+            self.log("val_loss", loss.detach(), batch_size=count_samples(batch))
             return loss
 
         def configure_optimizers(self) -> dict[str, Any]:
