@@ -372,7 +372,7 @@ CASES = [
         k: v for k, v in GENOTYPE["choices"].items() if k != "dec/4"}}),
          ("g.json: missing label(s) dec/4. Expected labels: enc/0..11, dec/0..17",)),
     Case("genotype-unknown-space", genotype_command("genotype", "validate", content=genotype_with(space="darts")),
-         ("unknown search space 'darts'. Available: mmnas",)),
+         ("unknown search space 'darts'. Available: lxmert, mmnas",)),
     Case("mmnas-arch-part-not-list", arch_file({"epoch0": {"enc": 5, "dec": []}}),
          ("arch.json: epoch0.enc must be a list of blocks, got integer",)),
     Case("mmnas-arch-op-unhashable", arch_file({"epoch0": {"enc": [[["self_att_64"]]], "dec": []}}),
@@ -420,7 +420,12 @@ CASES = [
     Case("override-section-then-key", config_file("{}", "train=3", "train.epochs=2"),
          ("command line: override 'train.", "' conflicts with an earlier override of 'train'")),
     Case("override-depth-absurd", config_file("{}", "space.enc_blocks=10000000000"),
-         ("space.enc_blocks=10000000000: must be between 0 and 1024",)),
+         ("space.enc_blocks=10000000000: must be between 1 and 1024 (a genotype sets it from its highest enc/ label)",)),
+    Case("override-depth-zero", config_file("{}", "space.dec_blocks=0"),
+         ("space.dec_blocks=0: must be between 1 and 1024",)),
+    Case("genotype-encoder-only", genotype_command("retrain", content=genotype_with(
+        choices={k: v for k, v in GENOTYPE["choices"].items() if k.startswith("enc/")})),
+         ("space.dec_blocks=0: must be between 1 and 1024 (a genotype sets it from its highest dec/ label)",)),
     Case("saved-config-yaml-broken", resume_with_saved_config("train: [unclosed\n"),
          ("run/config.yaml: not valid YAML (line 2)",)),
 

@@ -73,8 +73,12 @@ class MmnasSpace(SearchSpace):
         super().__init__(config)
         for key in ("enc_blocks", "dec_blocks"):
             # choices() lists every block, so an absurd depth would hang before any error could be given.
-            if not 0 <= getattr(config, key) <= MAX_BLOCKS:
-                raise UserError(f"space.{key}={getattr(config, key)}: must be between 0 and {MAX_BLOCKS}")
+            # Zero blocks is refused too: with no decoder the image never meets the question, and a
+            # genotype missing all its dec/ labels is far more likely cut short than meant.
+            if not 1 <= getattr(config, key) <= MAX_BLOCKS:
+                stream = key.split("_")[0]
+                raise UserError(f"space.{key}={getattr(config, key)}: must be between 1 and {MAX_BLOCKS} "
+                                f"(a genotype sets it from its highest {stream}/ label)")
 
     @classmethod
     def config_from_choices(cls, choices: Mapping[str, str]) -> dict[str, Any]:
