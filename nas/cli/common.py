@@ -11,11 +11,11 @@ from typing import Any, Callable
 from nas.config import Layer, RunConfig, config_to_dict, find_experiment, overrides_layer, yaml_layer
 from nas.distributed import SINGLE, close_world, launch, world_from_env
 from nas.errors import UserError
-from nas.registry import STRATEGIES
+from nas.registry import SPACES, STRATEGIES
 from nas.run import setup_logging
 
 __all__ = ["add_run_arguments", "config_layers", "resume_layers", "should_resume", "run_on_ranks",
-           "without_other_strategies_keys"]
+           "without_other_strategies_keys", "without_other_spaces_keys"]
 
 log = logging.getLogger("nas")
 
@@ -79,7 +79,7 @@ def config_layers(args: argparse.Namespace, defaults: dict[str, Any], after_file
         flags.setdefault("task", {})["max_images"] = args.max_images
     layers.append(Layer("command-line flags", flags))
     layers.append(overrides_layer(args.overrides))
-    return layers
+    return without_other_spaces_keys(layers)
 
 
 def resume_layers(args: argparse.Namespace, command: str) -> list[Layer]:
@@ -89,7 +89,7 @@ def resume_layers(args: argparse.Namespace, command: str) -> list[Layer]:
     saved = Path(args.out) / "config.yaml"
     if not saved.is_file():
         raise UserError(f"{saved}: not found; --resume continues a run directory made by 'nas {command}'")
-    return [yaml_layer(saved), *config_layers(args, {})[1:]]
+    return without_other_spaces_keys([yaml_layer(saved), *config_layers(args, {})[1:]])
 
 
 def should_resume(args: argparse.Namespace, config: RunConfig, checkpoint: Path) -> bool:
@@ -141,6 +141,30 @@ def without_other_strategies_keys(files: list[Layer], strategy: str | None) -> t
         values = {**layer.values, "strategy": {k: v for k, v in section.items() if k not in foreign}}
         kept.append(Layer(layer.source, values))
     return kept, dropped
+
+
+def without_other_spaces_keys(layers: list[Layer]) -> list[Layer]:
+    """Experiment files may size several spaces (smoke.yaml sets mmnas's block counts): drop the
+    ``space.*`` keys that only other registered spaces declare, so ``--space lxmert --config smoke``
+    works. Keys no space declares, and dotted command-line overrides, still fail."""
+    name = None
+    for layer in layers:
+        section = layer.values.get("space")
+        if isinstance(section, dict) and isinstance(section.get("name"), str):
+            name = section["name"]
+    if name is None or name not in SPACES:
+        return layers
+    own = {f.name for f in dataclasses.fields(SPACES.get(name).Config)}
+    others = {f.name for other in SPACES.names() if other != name for f in dataclasses.fields(SPACES.get(other).Config)}
+    kept = []
+    for layer in layers:
+        section = layer.values.get("space")
+        if layer.source == "command line" or not isinstance(section, dict):
+            kept.append(layer)
+            continue
+        values = {**layer.values, "space": {k: v for k, v in section.items() if k in own or k not in others}}
+        kept.append(Layer(layer.source, values))
+    return kept
 
 
 def run_on_ranks(nproc: int, run_dir: Path, quiet: bool, work: Callable[..., None], *payload: Any) -> None:
