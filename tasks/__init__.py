@@ -3,5 +3,6 @@
 from tasks import vqa  # noqa: F401
 from tasks.gqa import task as _gqa  # noqa: F401
 from tasks.itm import task as _itm  # noqa: F401
+from tasks.pretrain import task as _pretrain  # noqa: F401
 from tasks.nlvr2 import task as _nlvr2  # noqa: F401
 from tasks.vgd import task as _vgd  # noqa: F401

@@ -16,6 +16,8 @@ HELP = """Generate a built-in dataset (a CLEVR-like world) in a task's released 
   itm  SCAN f30k_precomp: {split}_ims.npy, {split}_caps.txt (5 per image), {split}_ids.txt
   gqa  GQA questions/{train,val,testdev}_balanced_questions.json (programs, types, entailed)
        + LXMERT vg_gqa_imgfeat/{vg_gqa,gqa_testdev}_obj36.tsv region features
+  pretrain  LXMERT's pre-training corpus lxmert/{mscoco_train,mscoco_minival}.json (captions,
+       questions with answers) + mscoco_imgfeat/{train,val}2014_obj36.tsv with object/attribute ids
   nlvr2  NLVR2 data/{train,dev,test1}.json (JSON lines, statements about image pairs)
        + LXMERT nlvr2_imgfeat/{train,valid,test}_obj36.tsv region features
 
@@ -27,12 +29,13 @@ are KEY=VALUE pairs, e.g.:
 
 
 def _generators() -> dict[str, tuple[type, Callable[..., Any]]]:
-    from nas.synth import (SynthGqaConfig, SynthNlvr2Config, SynthReferConfig, SynthScanConfig, SynthVqaConfig,
-                           generate_gqa, generate_nlvr2, generate_refer, generate_scan, generate_vqa)
+    from nas.synth import (SynthGqaConfig, SynthNlvr2Config, SynthPretrainConfig, SynthReferConfig,
+                           SynthScanConfig, SynthVqaConfig, generate_gqa, generate_nlvr2, generate_pretrain,
+                           generate_refer, generate_scan, generate_vqa)
 
     return {"vqa": (SynthVqaConfig, generate_vqa), "vgd": (SynthReferConfig, generate_refer),
             "itm": (SynthScanConfig, generate_scan), "gqa": (SynthGqaConfig, generate_gqa),
-            "nlvr2": (SynthNlvr2Config, generate_nlvr2)}
+            "nlvr2": (SynthNlvr2Config, generate_nlvr2), "pretrain": (SynthPretrainConfig, generate_pretrain)}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -26,3 +26,8 @@ __all__ += ["SynthGqaConfig", "SynthGqaSummary", "generate_gqa"]
 from nas.synth.nlvr2_writer import SynthNlvr2Config, SynthNlvr2Summary, generate_nlvr2  # noqa: E402
 
 __all__ += ["SynthNlvr2Config", "SynthNlvr2Summary", "generate_nlvr2"]
+
+# LXMERT's pre-training corpus (captions + questions) and obj36 TSVs with detector labels; see pretrain_writer.py.
+from nas.synth.pretrain_writer import SynthPretrainConfig, SynthPretrainSummary, generate_pretrain  # noqa: E402
+
+__all__ += ["SynthPretrainConfig", "SynthPretrainSummary", "generate_pretrain"]
