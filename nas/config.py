@@ -69,6 +69,9 @@ class TrainConfig:
     num_workers: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # A checkpoint (e.g. runs/pt/checkpoints/best.pt of nas pretrain) of the same genotype and space settings:
+    # a new retrain starts from its embedding and backbone weights (word rows matched by token); not the head.
+    init: str | None = None
 
 
 @dataclass

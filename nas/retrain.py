@@ -26,6 +26,7 @@ from nas.distributed import SINGLE, World, gather_lists, main_first
 from nas.genotype import Genotype
 from nas.board.writer import BoardWriter, forward_flops_per_sample, op_counts
 from nas.io import atomic_write_json, atomic_write_jsonl
+from nas.pretrained import init_from_checkpoint
 from nas.run import remove_interrupted_writes
 from nas.space import fixed_block_factory
 from nas.training import (EpochProgress, Trainer, count_parameters, format_count, lr_for_epoch, predict, rng_state,
@@ -69,6 +70,8 @@ def run_retrain(config: RunConfig, genotype: Genotype, run_dir: Path, progress: 
         data = task.prepare(wanted)
     model = space.build_model(data.meta, task.build_head(config.space.hidden, data.meta),
                               fixed_block_factory(genotype.choices)).to(device)
+    if train_cfg.init and not resume:  # a resumed run continues from its own checkpoint instead
+        init_from_checkpoint(model, Path(train_cfg.init), genotype, config, run_dir)
     if world.rank > 0:  # same initial weights on every rank, different dropout draws
         torch.manual_seed(config.seed + 7919 * world.rank)
     trainer = Trainer(model, task, train_cfg, device, world)

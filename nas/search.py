@@ -26,6 +26,7 @@ from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import RunConfig
 from nas.data import contiguous_split, make_eval_loader, make_loader, move_batch
 from nas.distributed import SINGLE, World, gather_lists, main_first, sum_gradients
+from nas.errors import UserError
 from nas.board.writer import BoardWriter, entropy as op_entropy
 from nas.genotype import Genotype, save_genotype
 from nas.io import atomic_write_jsonl
@@ -52,6 +53,9 @@ class SearchResult:
 
 def run_search(config: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,
                world: World = SINGLE) -> SearchResult:
+    if config.train.init:
+        raise UserError(f"train.init={config.train.init}: a search trains its supernet from scratch; start a "
+                        "retrain (nas retrain --init) from a pre-trained checkpoint instead")
     device, task, space = start_run(config, run_dir, progress, world)
     if world.is_main:
         remove_interrupted_writes(run_dir)

@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     import search_spaces  # noqa: F401  (registers built-in spaces)
     import tasks  # noqa: F401  (registers built-in tasks)
     import nas.strategies  # noqa: F401  (registers built-in strategies)
-    from nas.cli import (board_cmd, data_cmd, evaluate_cmd, genotype_cmd, retrain_cmd, search_cmd, submit_cmd,
-                         tune_cmd)
+    from nas.cli import (board_cmd, data_cmd, evaluate_cmd, genotype_cmd, pretrain_cmd, retrain_cmd, search_cmd,
+                         submit_cmd, tune_cmd)
 
     parser = argparse.ArgumentParser(prog="nas", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="on an error in what was given (a bad file, key or value), also print the traceback")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (search_cmd, tune_cmd, retrain_cmd, submit_cmd, evaluate_cmd, genotype_cmd, board_cmd, data_cmd):
+    for module in (search_cmd, tune_cmd, retrain_cmd, pretrain_cmd, submit_cmd, evaluate_cmd, genotype_cmd, board_cmd,
+                   data_cmd):
         module.add_parser(commands)
     return parser
 

@@ -42,23 +42,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--genotype", required=True, metavar="FILE", help="genotype JSON (from nas search or genotypes/)")
     parser.add_argument("--task", help="task to train on (default: the genotype's task)")
+    add_init_argument(parser)
     add_run_arguments(parser)
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def add_init_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--init", metavar="CHECKPOINT",
+                        help="start from the embedding and backbone weights of a checkpoint of the same genotype "
+                             "and space settings, e.g. a 'nas pretrain' run's checkpoints/best.pt (sets "
+                             "train.init; word rows are matched by token; the head starts fresh)")
+
+
+def run(args: argparse.Namespace, command: str = "retrain") -> int:
     from nas.retrain import LAST
 
     genotype = load_genotype(args.genotype)
     depth = Layer(f"{args.genotype} (depth)", {"space": {"name": genotype.space,
                   **SPACES.get(genotype.space).config_from_choices(genotype.choices)}})
     if args.resume:
-        layers = resume_layers(args, "retrain")
+        layers = resume_layers(args, command)
     else:
         defaults = {"task": {"name": genotype.task}, "space": {"name": genotype.space}, "strategy": {"name": "mmnas"}}
         layers = config_layers(args, defaults, after_files=depth)
+    if getattr(args, "init", None) is not None:  # below the dotted overrides, which come last
+        layers.insert(len(layers) - 1, Layer("--init", {"train": {"init": args.init}}))
     config = resolve_config(layers)
-    run_dir = make_run_dir(args.out, "retrain", config.task.name)
+    run_dir = make_run_dir(args.out, command, config.task.name)
     setup_logging(run_dir, args.quiet)
     resume = should_resume(args, config, run_dir / LAST)
     save_config(config, run_dir)

@@ -1,0 +1,118 @@
+"""Start a retrain from a pre-trained checkpoint of the same genotype (``train.init``).
+
+The embedding and backbone weights are copied; the head is the new task's and starts fresh.
+Each task builds its own token vocabulary, so word-embedding rows are copied by token string:
+a word in both vocabularies gets its pre-trained row, a word only the new task has keeps its
+initial one. The vocabularies are the ``vocab.json`` of the two run directories (the
+checkpoint's is ``<run>/checkpoints/<name>.pt``, as ``nas submit`` finds it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.checkpoint import load_checkpoint
+from nas.config import RunConfig, config_to_dict
+from nas.errors import UserError, shown
+from nas.genotype import Genotype
+from nas.text import check_vocab
+from nas.io import read_json
+
+__all__ = ["InitReport", "init_from_checkpoint", "TRANSFERRED"]
+
+log = logging.getLogger("nas.pretrained")
+TRANSFERRED = ("embedding.", "backbone.")  # parameter-name prefixes copied; the head is not
+_WEIGHTLESS_SPACE_KEYS = {"dropout"}  # space settings that do not change any weight
+
+
+@dataclass
+class InitReport:
+    tensors: int  # tensors copied (embedding and backbone)
+    words_copied: int  # rows of this run's vocabulary found in the checkpoint's
+    words: int  # size of this run's vocabulary
+
+
+def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype, config: RunConfig,
+                         run_dir: Path) -> InitReport:
+    """Copy ``path``'s embedding and backbone weights into ``model`` (a fresh retrain's network)."""
+    path = Path(path)
+    state = load_checkpoint(path, require=("model", "genotype", "config"))
+    _check_same_network(path, state, genotype, config)
+    saved = state["model"]
+    own = model.state_dict()
+    embeddings = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Embedding)
+                  and name.startswith(TRANSFERRED)}
+    keys = [key for key in own if key.startswith(TRANSFERRED)]
+    missing = [key for key in keys if key not in saved]
+    if missing:
+        raise UserError(f"{path}: has no weights for {len(missing)} parameter(s) of this network "
+                        f"(e.g. {', '.join(missing[:3])})")
+    rows = _row_map(path, run_dir) if embeddings else None
+    copied = 0
+    with torch.no_grad():
+        for key in keys:
+            source, target = saved[key], own[key]
+            if key in embeddings:
+                here, there = rows
+                if there.numel() and int(there.max()) >= source.shape[0] or source.shape[1:] != target.shape[1:]:
+                    raise UserError(f"{path}: {key} is {tuple(source.shape)} there and {tuple(target.shape)} here, "
+                                    "which its vocabulary does not explain")
+                target[here.to(target.device)] = source[there].to(target.device, target.dtype)
+            elif source.shape != target.shape:
+                raise UserError(f"{path}: its weights do not fit this network: {key} is {tuple(source.shape)} there "
+                                f"and {tuple(target.shape)} here (another feature size or word-vector size?)")
+            else:
+                target.copy_(source)
+            copied += 1
+    words = len(read_json(run_dir / "vocab.json")) if embeddings else 0
+    report = InitReport(copied, len(rows[0]) if rows is not None else 0, words)
+    log.info("train.init: %d embedding and backbone tensors from %s; word rows by token: %d of %d (%.1f%%) of this "
+             "run's vocabulary", report.tensors, path, report.words_copied, report.words,
+             100.0 * report.words_copied / max(report.words, 1))
+    return report
+
+
+def _check_same_network(path: Path, state: dict[str, Any], genotype: Genotype, config: RunConfig) -> None:
+    theirs = state["genotype"]
+    if not isinstance(theirs, dict) or not isinstance(theirs.get("choices"), dict):
+        raise UserError(f"{path}: its 'genotype' is not a genotype, got {shown(theirs)}")
+    if theirs.get("space") != genotype.space:
+        raise UserError(f"{path}: pre-trained in search space '{theirs.get('space')}', this run uses "
+                        f"'{genotype.space}'")
+    labels = sorted(set(theirs["choices"]) | set(genotype.choices))
+    differs = [label for label in labels if theirs["choices"].get(label) != genotype.choices.get(label)]
+    if differs:
+        label = differs[0]
+        raise UserError(f"{path}: pre-trained with another genotype ({len(differs)} label(s) differ, e.g. {label}: "
+                        f"{theirs['choices'].get(label)} there, {genotype.choices.get(label)} here)")
+    saved_space = (state["config"] or {}).get("space") if isinstance(state["config"], dict) else None
+    if not isinstance(saved_space, dict):
+        raise UserError(f"{path}: its 'config' has no space section")
+    space = config_to_dict(config)["space"]
+    for key in sorted(set(saved_space) | set(space)):
+        if key not in _WEIGHTLESS_SPACE_KEYS and saved_space.get(key) != space.get(key):
+            raise UserError(f"{path}: pre-trained with space.{key}={shown(saved_space.get(key))}, this run has "
+                            f"space.{key}={shown(space.get(key))}; the weights only fit the same space settings")
+
+
+def _row_map(path: Path, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows here, rows there) of the tokens both vocabularies hold."""
+    theirs_path = path.resolve().parent.parent / "vocab.json"
+    if not theirs_path.is_file():
+        raise UserError(f"{path}: its run directory {theirs_path.parent} has no vocab.json; start from a checkpoint "
+                        "inside the run directory that 'nas pretrain' wrote")
+    ours_path = run_dir / "vocab.json"
+    if not ours_path.is_file():
+        raise UserError(f"{ours_path}: this run's task wrote no token vocabulary, so word rows cannot be matched")
+    theirs, ours = read_json(theirs_path, "token vocabulary"), read_json(ours_path, "token vocabulary")
+    check_vocab(theirs, theirs_path)
+    check_vocab(ours, ours_path)
+    shared = [(index, theirs[token]) for token, index in ours.items() if token in theirs]
+    return (torch.tensor([h for h, _ in shared], dtype=torch.long),
+            torch.tensor([t for _, t in shared], dtype=torch.long))
