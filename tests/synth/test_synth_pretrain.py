@@ -1,0 +1,81 @@
+"""The built-in pre-training corpus: LXMERT corpus JSON the reader loads, obj36 TSVs whose detector labels
+are the scenes' objects, the same feature prototypes as the GQA data, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas.errors import UserError
+from nas.features_tsv import read_obj_tsv
+from nas.synth import SynthGqaConfig, SynthPretrainConfig, generate_pretrain
+from nas.synth.features import make_prototypes
+from nas.synth.pretrain_writer import (ATTRIBUTE_CLASSES, OBJECT_CLASSES, SPLITS, corpus_path, feature_path,
+                                       region_labels)
+from nas.synth.world import sample_scene
+from tasks.pretrain.corpus import read_corpus
+
+TINY = SynthPretrainConfig(seed=2, train_images=8, val_images=3, captions_per_image=2, questions_per_image=3,
+                           feature_dim=16)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "pretrain"
+    generate_pretrain(root, TINY, progress=False)
+    return root
+
+
+def test_corpus_files_hold_captions_and_labelled_questions_for_every_image_of_the_tsv(corpus: Path) -> None:
+    for split, images in (("mscoco_train", 8), ("mscoco_minival", 3)):
+        sentences = read_corpus(corpus_path(corpus, split))
+        rows = list(read_obj_tsv(feature_path(corpus, split)))
+        assert len(rows) == images and {s.img_id for s in sentences} == {r.img_id for r in rows}
+        captions = [s for s in sentences if s.source == "mscoco"]
+        questions = [s for s in sentences if s.source == "vqa"]
+        assert len(captions) == 2 * images and all(s.label is None and s.text.endswith(".") for s in captions)
+        assert len(questions) == 3 * images and all(s.text.endswith("?") and len(s.label) == 1 and
+                                                    list(s.label.values()) == [1.0] for s in questions)
+        assert all(r.img_id.startswith("COCO_train2014_" if split == "mscoco_train" else "COCO_val2014_")
+                   for r in rows)
+
+
+def test_detector_labels_are_the_objects_shapes_and_colours(corpus: Path) -> None:
+    rows = list(read_obj_tsv(feature_path(corpus, "mscoco_train")))
+    objects = np.concatenate([r.objects_id for r in rows])
+    assert set(objects.tolist()) <= set(range(len(OBJECT_CLASSES))) and len(set(objects.tolist())) >= 3
+    for r in rows:  # background boxes have no attribute: confidence 0
+        background = r.objects_id == OBJECT_CLASSES.index("background")
+        assert (r.attrs_id[background] == ATTRIBUTE_CLASSES.index("none")).all()
+        assert (r.attrs_conf[background] == 0).all() and (r.attrs_conf[~background] == 1).all()
+        assert (r.objects_conf == 1).all() and len(r.objects_id) == len(r.boxes)
+    # The labels of one scene, checked against its objects directly.
+    scene = sample_scene(np.random.default_rng(5), min_objects=3, max_objects=5, max_distractors=2, width=480,
+                         height=320)
+    ids, _, attrs, _ = region_labels(scene)
+    for obj in scene.objects:
+        assert OBJECT_CLASSES[ids[obj.region]] == obj.shape and ATTRIBUTE_CLASSES[attrs[obj.region]] == obj.color
+
+
+def test_generation_is_deterministic_and_matches_gqa_prototypes(corpus: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    generate_pretrain(again, TINY, progress=False)
+    for split in SPLITS:
+        assert corpus_path(again, split).read_bytes() == corpus_path(corpus, split).read_bytes()
+        assert feature_path(again, split).read_bytes() == feature_path(corpus, split).read_bytes()
+    # GQA features of the same seed and size are built on the very same prototype directions.
+    gqa = SynthGqaConfig(seed=TINY.seed, feature_dim=TINY.feature_dim)
+    assert np.array_equal(make_prototypes(gqa.seed, gqa.feature_dim).part,
+                          make_prototypes(TINY.seed, TINY.feature_dim).part)
+
+
+def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="captions_per_image"):
+        SynthPretrainConfig(captions_per_image=0)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a vlnas synthetic dataset"):
+        generate_pretrain(tmp_path / "mine", TINY, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
