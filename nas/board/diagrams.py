@@ -32,11 +32,15 @@ def _pyplot():
 
 
 def streams_of(labels: list[str]) -> "OrderedDict[str, list[str]]":
-    """``{"enc": ["enc/0", ...], "dec": [...]}`` in block order; labels without an index form their own stream."""
+    """``{"enc": ["enc/0", ...], "dec": [...]}`` in block order; labels without an index form their own stream.
+
+    A label with a part after its index (the lxmert space's ``lang/3/ffn``) belongs to the stream
+    ``lang/ffn``: one row per sublayer kind, one column per layer.
+    """
     streams: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
     for label in labels:
-        match = re.fullmatch(r"(.+)/(\d+)", label)
-        stream, index = (match.group(1), int(match.group(2))) if match else (label, 0)
+        match = re.fullmatch(r"(.+?)/(\d+)(/.+)?", label)
+        stream, index = (match.group(1) + (match.group(3) or ""), int(match.group(2))) if match else (label, 0)
         streams.setdefault(stream, []).append((index, label))
     return OrderedDict((s, [label for _, label in sorted(items)]) for s, items in streams.items())
 

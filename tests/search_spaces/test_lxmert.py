@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas.board.diagrams import streams_of
 from nas.cli.main import main
 from nas.genotype import Genotype, load_genotype
 from nas.heads import FusionHead
@@ -72,6 +73,11 @@ def test_labels_prior_and_depths_round_trip() -> None:
     space.validate(Genotype("lxmert", "gqa", prior))
     skipped = {**prior, "lang/1/self": "identity", "lang/1/ffn": "identity", "cross/0/obj_self": "rel_self_att"}
     assert space.describe(skipped) == "lang: SA+FFN, - | obj: SA+FFN | cross (lang/obj): X+SA+FFN/X+RSA+FFN"
+    # nas board draws one row per sublayer kind, one column per layer.
+    assert list(streams_of(list(choices))) == ["lang/self", "lang/ffn", "obj/self", "obj/ffn", "cross/lang_cross",
+                                               "cross/obj_cross", "cross/lang_self", "cross/obj_self",
+                                               "cross/lang_ffn", "cross/obj_ffn"]
+    assert streams_of(list(choices))["lang/ffn"] == ["lang/0/ffn", "lang/1/ffn"]
 
 
 def test_lxr955_validates_and_matches_lxmerts_encoder_size() -> None:
