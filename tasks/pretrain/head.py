@@ -3,7 +3,7 @@
 Per text position a masked-word classifier; per region the masked-object class, attribute and
 feature (LXMERT's ``obj``, ``attr`` and ``feat`` visual losses); from the pooled pair one
 matching logit and the answer logits (MmNas's AttFlat fusion stands in for LXMERT's pooled CLS
-vector). None of it is kept when a fine-tuning run starts from the pre-trained weights.
+vector, with its element-wise product term). None of it is kept when a fine-tuning run starts from the pre-trained weights.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class PretrainHead(nn.Module):
         self.objects = nn.Linear(hidden, num_objects)
         self.attrs = nn.Linear(hidden, num_attrs)
         self.features = nn.Linear(hidden, feature_dim)
-        self.pooled = FusionHead(hidden, flat_mlp, 1 + num_answers, dropout=dropout)  # [matching, answers...]
+        # [matching, answers...]; the product term compares text and image directly, as the itm task's does
+        self.pooled = FusionHead(hidden, flat_mlp, 1 + num_answers, dropout=dropout, fusion="product")
 
     def forward(self, text: torch.Tensor, text_keep: torch.Tensor, image: torch.Tensor,
                 image_keep: torch.Tensor) -> dict[str, torch.Tensor]:
