@@ -46,7 +46,8 @@ examples:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("pretrain", help="pre-train a genotype (masked words and regions, matching, QA)",
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--genotype", required=True, metavar="FILE", help="genotype JSON (from nas search or genotypes/)")
+    parser.add_argument("--genotype", required=True, metavar="FILE",
+                        help="genotype JSON (from nas search or genotypes/)")
     add_init_argument(parser)
     add_run_arguments(parser)
     parser.set_defaults(handler=run, task="pretrain")

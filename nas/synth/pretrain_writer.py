@@ -110,7 +110,7 @@ def region_labels(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 def _image_names(config: SynthPretrainConfig) -> dict[str, list[str]]:
     drawn = seeded_rng(config, _STREAM_IDS).choice(_COCO_IDS, size=config.train_images + config.val_images,
                                                    replace=False)
-    train, val = sorted(int(i) for i in drawn[:config.train_images]), sorted(int(i) for i in drawn[config.train_images:])
+    train, val = (sorted(int(i) for i in part) for part in np.split(drawn, [config.train_images]))
     return {"mscoco_train": [f"COCO_train2014_{n:012d}" for n in train],
             "mscoco_minival": [f"COCO_val2014_{n:012d}" for n in val]}
 

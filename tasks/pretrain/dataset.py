@@ -57,7 +57,8 @@ class PretrainDataset(Dataset):
     """
 
     def __init__(self, tokens: np.ndarray, image_of: np.ndarray, images: list[tuple[int, int]],
-                 sources: list[tuple[RegionFeatures, RegionLabels]], answers: list[tuple[np.ndarray, np.ndarray] | None],
+                 sources: list[tuple[RegionFeatures, RegionLabels]],
+                 answers: list[tuple[np.ndarray, np.ndarray] | None],
                  mask_id: int, first_word: int, vocab_size: int, masking: Masking, fixed_seed: int | None) -> None:
         self.tokens = np.asarray(tokens, np.int64)
         self.image_of = np.asarray(image_of, np.int64)

@@ -2,8 +2,9 @@
 
 Per text position a masked-word classifier; per region the masked-object class, attribute and
 feature (LXMERT's ``obj``, ``attr`` and ``feat`` visual losses); from the pooled pair one
-matching logit and the answer logits (MmNas's AttFlat fusion stands in for LXMERT's pooled CLS
-vector, with its element-wise product term). None of it is kept when a fine-tuning run starts from the pre-trained weights.
+matching logit and the answer logits (MmNas's AttFlat fusion, with its element-wise product term,
+stands in for LXMERT's pooled CLS vector). None of it is kept when a fine-tuning run starts from
+the pre-trained weights.
 """
 
 from __future__ import annotations

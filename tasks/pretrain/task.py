@@ -133,7 +133,8 @@ class PretrainTask(Task):
         self.vocab = load_or_build_vocab(self.run_dir / "vocab.json",
                                          [[MASK], *(t for ts in tokens.values() for t in ts)])
         if self.vocab.get(MASK) is None:
-            raise UserError(f"{self.run_dir / 'vocab.json'}: has no {MASK} token; it is not a pretrain run's vocabulary")
+            raise UserError(f"{self.run_dir / 'vocab.json'}: has no {MASK} token; it is not a pretrain run's "
+                            "vocabulary")
         labelled = [a for s in loaded[train] if s.label for a in s.label]
         self.answers = load_or_build_answers(self.run_dir / "answer_dict.json", labelled,
                                              self.config.answer_min_count) if labelled else []
@@ -145,6 +146,10 @@ class PretrainTask(Task):
             features = load_tsv_features(root / file, self.config.max_regions, self.cache_dir(), self.progress)
             sources[file] = (features, load_region_labels(root / file, features, self.config.max_regions,
                                                           self.cache_dir()))
+        dims = {file: features.feature_dim for file, (features, _) in sources.items()}
+        if len(set(dims.values())) > 1:
+            raise UserError("region features differ in size between files: "
+                            + ", ".join(f"{root / file} ({dim})" for file, dim in dims.items()))
         self.num_objects = max(int(labels.objects.max()) for _, labels in sources.values()) + 1
         self.num_attrs = max(int(labels.attrs.max()) for _, labels in sources.values()) + 1
         masking = Masking(self.config.token_mask_prob, self.config.region_mask_prob, self.config.mismatch_prob,
@@ -152,7 +157,7 @@ class PretrainTask(Task):
         datasets: dict[str, Dataset] = {}
         for split in dict.fromkeys(splits):
             datasets[split] = self._dataset(root, split, loaded[split], tokens[split], sources, answer_index, masking)
-        self._train_stats = self._statistics(loaded[train], tokens[train], sources, root)
+        self._train_stats = self._statistics(loaded[train], tokens[train], sources)
         meta = TaskMeta(vocab_size=len(self.vocab), feature_dim=next(iter(sources.values()))[0].feature_dim,
                         num_outputs=len(self.answers), word_vectors=word_vector_tensor(self.config.word_vectors,
                                                                                        self.vocab))
@@ -194,8 +199,8 @@ class PretrainTask(Task):
                                self.vocab[MASK], len(SPECIAL_TOKENS) + 1, len(self.vocab), masking,
                                None if split == self.config.train_split else _EVAL_SALT)
 
-    def _statistics(self, sentences: list[Sentence], tokens: list[list[str]], sources: dict[str, tuple],
-                    root: Path) -> dict[str, Any]:
+    def _statistics(self, sentences: list[Sentence], tokens: list[list[str]], sources: dict[str, tuple]
+                    ) -> dict[str, Any]:
         """The majority guesses of the baseline, from the training split."""
         words = Counter(t for ts in tokens for t in ts)
         objects: Counter = Counter()
