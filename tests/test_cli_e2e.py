@@ -97,7 +97,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     cases = [
         (["retrain", "--genotype", str(tmp_path / "missing.json")], "missing.json: genotype file not found"),
         (["search", "--config", "smoke", "train.epochz=1"], "unknown key 'train.epochz'"),
-        (["search", "--task", "vqq"], "unknown task 'vqq'. Available: gqa, itm, nlvr2, vgd, vqa"),
+        (["search", "--task", "vqq"], "unknown task 'vqq'. Available: gqa, itm, nlvr2, pretrain, vgd, vqa"),
         (["search", "--config", str(tmp_path / "nope.yaml")], "nope.yaml: config file not found"),
         (["search", "--out", str(tmp_path / "fresh"), "--resume"], "config.yaml: not found"),
     ]
