@@ -21,6 +21,7 @@ from nas.strategies.spos import SposConfig, SposStrategy
 from nas.task import TaskMeta
 from search_spaces.lxmert import LxmertConfig, LxmertSpace
 from search_spaces.lxmert.ops import CrossAttention
+from tasks.gqa.task import SYNTH_SIZES
 from tests.conftest import REPO
 
 LXR955 = REPO / "genotypes" / "lxr955.json"
@@ -205,7 +206,11 @@ def test_max_parameter_free_caps_skipped_sublayers_at_export(strategy_cls, confi
 
 
 def test_search_and_retrain_on_builtin_gqa(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    smoke = ["--config", "smoke", "--quiet", "train.threads=1", f"task.cache_dir={tmp_path / 'cache'}"]
+    data = tmp_path / "gqa"
+    sizes = [f"{key}={value}" for key, value in SYNTH_SIZES["tiny"].items()]
+    assert main(["data", "synth", "--task", "gqa", "--out", str(data), "--quiet", *sizes]) == 0
+    smoke = ["--config", "smoke", "--quiet", "--data", str(data), "train.threads=1",
+             f"task.cache_dir={tmp_path / 'cache'}"]
     search, retrain = tmp_path / "search", tmp_path / "retrain"
     # smoke.yaml's space.enc_blocks/dec_blocks belong to mmnas and are dropped for lxmert.
     assert main(["search", "--task", "gqa", "--space", "lxmert", "--strategy", "darts", "--out", str(search), *smoke,
