@@ -56,6 +56,7 @@ class SynthNlvr2Config:
     test1_sets: int = 200
     pairs_per_set: int = 4  # each sentence of a set is labelled against every pair of it
     sentences_per_set: int = 2
+    phrase_attributes: int = 2  # a statement describes objects by 1..this many attributes ("red cube": 2)
     feature_dim: int = 256  # D of the region features; LXMERT's release uses 2048
     min_objects: int = 2  # objects per image, inclusive
     max_objects: int = 5
@@ -71,6 +72,7 @@ class SynthNlvr2Config:
             ("test1_sets", self.test1_sets >= 1, ">= 1"),
             ("pairs_per_set", 2 <= self.pairs_per_set <= 8, "in 2..8"),
             ("sentences_per_set", 1 <= self.sentences_per_set <= 6, "in 1..6"),
+            ("phrase_attributes", 1 <= self.phrase_attributes <= 4, "in 1..4"),
             ("max_distractors", self.max_distractors >= 0, ">= 0"),
         ]
         check_fields(self, checks + scene_checks(self))
@@ -120,15 +122,15 @@ def _statement(family: str, attrs: dict[str, str], side: str, number: int) -> tu
     raise ValueError(f"unknown family {family!r}")
 
 
-def _draw_statement(rng: np.random.Generator, pairs: list[tuple[Scene, Scene]]
+def _draw_statement(rng: np.random.Generator, pairs: list[tuple[Scene, Scene]], phrase_attributes: int
                     ) -> tuple[str, str, list[bool]]:
     """One random statement about the objects of the set: (family, sentence, truth per pair)."""
     family = FAMILIES[int(rng.integers(len(FAMILIES)))]
     left, right = pairs[int(rng.integers(len(pairs)))]
     scene = left if rng.random() < 0.5 else right
     obj = scene.objects[int(rng.integers(len(scene.objects)))]
-    # One or two of an existing object's attributes, so the description is true somewhere.
-    chosen = rng.choice(len(_PHRASE_ATTRIBUTES), size=int(rng.integers(1, 3)), replace=False)
+    # Some of an existing object's attributes, so the description is true somewhere.
+    chosen = rng.choice(len(_PHRASE_ATTRIBUTES), size=int(rng.integers(1, phrase_attributes + 1)), replace=False)
     attrs = {_PHRASE_ATTRIBUTES[int(k)]: obj.attr(_PHRASE_ATTRIBUTES[int(k)]) for k in sorted(chosen)}
     side = "left" if rng.random() < 0.5 else "right"
     number = int(rng.integers(1, 4)) if family == "side_count" else int(rng.integers(1, 5))
@@ -142,7 +144,7 @@ def _sentences(config: SynthNlvr2Config, rng: np.random.Generator, pairs: list[t
     half = {config.pairs_per_set // 2, (config.pairs_per_set + 1) // 2}
     chosen: list[tuple[str, str, list[bool]]] = []
     for _ in range(_SENTENCE_TRIES):
-        family, sentence, truth = _draw_statement(rng, pairs)
+        family, sentence, truth = _draw_statement(rng, pairs, config.phrase_attributes)
         if sum(truth) in half and all(sentence != s for _, s, _ in chosen):
             chosen.append((family, sentence, truth))
             if len(chosen) == config.sentences_per_set:

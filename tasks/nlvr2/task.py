@@ -67,6 +67,7 @@ class Nlvr2Config:
     word_vectors: str | None = None
     flat_mlp: int = 512
     dropout: float = 0.1
+    fusion: str = "product"  # product: pooled text * pooled image is added to their sum (MmNas: sum)
     synth_size: str = "default"
     synth_seed: int = 0
     max_images: int | None = None  # keep only the examples of each split's first N/2 image pairs (sorted ids)
@@ -81,6 +82,7 @@ class Nlvr2Task(Task):
     def __init__(self, config: Nlvr2Config, run_dir: Path, progress: bool = True) -> None:
         super().__init__(config, run_dir, progress)
         self.check_max_images()
+        self.check_options({"fusion": ("sum", "product")})
         self.examples: dict[str, Nlvr2Example] = {}  # every loaded example, by identifier
         # Batches carry example numbers; NLVR2's identifiers are strings.
         self._numbers: dict[str, int] = {}
@@ -154,7 +156,7 @@ class Nlvr2Task(Task):
 
     # ---------------------------------------------------------------- model
     def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
-        return PairHead(hidden, self.config.flat_mlp, dropout=self.config.dropout)
+        return PairHead(hidden, self.config.flat_mlp, dropout=self.config.dropout, fusion=self.config.fusion)
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # outputs: (B,) logits, one per example (not per row); summed like the other tasks' BCE

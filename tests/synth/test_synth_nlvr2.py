@@ -105,6 +105,18 @@ def test_generation_is_deterministic_and_reused(dataset: Path, tmp_path: Path) -
     assert annotations_path(other.root, "dev").read_bytes() != annotations_path(dataset, "dev").read_bytes()
 
 
+def test_phrase_attributes_bounds_the_descriptions(tmp_path: Path) -> None:
+    config = SynthNlvr2Config(train_sets=6, dev_sets=1, test1_sets=1, feature_dim=8, phrase_attributes=1)
+    root = generate_nlvr2(tmp_path / "one", config, progress=False).root
+    for example in read_annotations(annotations_path(root, "train")):
+        words = set(example.sentence.rstrip(".").split())
+        named = [w for w in words if w in ATTRIBUTE_OF] + [w for w in words if w.rstrip("s") in ("cube", "sphere",
+                                                                                                 "cylinder")]
+        assert len(named) == 1, example.sentence  # one attribute: "red thing", "cubes", "metal thing"
+
+
 def test_bad_settings_are_one_line_errors() -> None:
     with pytest.raises(UserError, match=r"SynthNlvr2Config.pairs_per_set=1: must be in 2..8"):
         SynthNlvr2Config(pairs_per_set=1)
+    with pytest.raises(UserError, match=r"SynthNlvr2Config.phrase_attributes=0: must be in 1..4"):
+        SynthNlvr2Config(phrase_attributes=0)

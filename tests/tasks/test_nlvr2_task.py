@@ -145,6 +145,8 @@ def test_missing_images_unknown_splits_and_max_images(tmp_path: Path) -> None:
                   tmp_path / "run", progress=False).prepare(["test1"])
     with pytest.raises(UserError, match=r"task.max_images=0: must be at least 1"):
         Nlvr2Task(Nlvr2Config(max_images=0), tmp_path, progress=False)
+    with pytest.raises(UserError, match=r"task.fusion: unknown value 'concat'. Valid: sum, product"):
+        Nlvr2Task(Nlvr2Config(fusion="concat"), tmp_path, progress=False)
 
 
 def test_search_retrain_and_evaluate_on_the_builtin_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
