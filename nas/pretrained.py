@@ -1,6 +1,10 @@
 """Start a retrain from a pre-trained checkpoint of the same genotype (``train.init``).
 
-The embedding and backbone weights are copied; the head is the new task's and starts fresh.
+The embedding and backbone weights are copied. Of the head, only the pooling layers that the
+heads share by name (``head.text_pool``, ``head.image_pool``, ``head.norm``: MCAN's AttFlat
+pooling and the fused vector's norm) are copied, where both heads have them in the same shape:
+they are what LXMERT's pooled output is to its fine-tuning heads, which start from it. Output
+layers are always the new task's own.
 Each task builds its own token vocabulary, so word-embedding rows are copied by token string:
 a word in both vocabularies gets its pre-trained row, a word only the new task has keeps its
 initial one. The vocabularies are the ``vocab.json`` of the two run directories (the
@@ -27,13 +31,15 @@ from nas.io import read_json
 __all__ = ["InitReport", "init_from_checkpoint", "TRANSFERRED"]
 
 log = logging.getLogger("nas.pretrained")
-TRANSFERRED = ("embedding.", "backbone.")  # parameter-name prefixes copied; the head is not
+TRANSFERRED = ("embedding.", "backbone.")  # parameter-name prefixes copied, every one required
+POOLER = ("head.text_pool.", "head.image_pool.", "head.norm.")  # copied where name and shape agree
 _WEIGHTLESS_SPACE_KEYS = {"dropout"}  # space settings that do not change any weight
 
 
 @dataclass
 class InitReport:
     tensors: int  # tensors copied (embedding and backbone)
+    pooler: int  # head pooling tensors copied
     words_copied: int  # rows of this run's vocabulary found in the checkpoint's
     words: int  # size of this run's vocabulary
 
@@ -70,10 +76,14 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
             else:
                 target.copy_(source)
             copied += 1
+        pooler = [key for key in own if key.startswith(POOLER) and key in saved and saved[key].shape == own[key].shape]
+        for key in pooler:
+            own[key].copy_(saved[key])
     words = len(read_json(run_dir / "vocab.json")) if embeddings else 0
-    report = InitReport(copied, len(rows[0]) if rows is not None else 0, words)
-    log.info("train.init: %d embedding and backbone tensors from %s; word rows by token: %d of %d (%.1f%%) of this "
-             "run's vocabulary", report.tensors, path, report.words_copied, report.words,
+    report = InitReport(copied, len(pooler), len(rows[0]) if rows is not None else 0, words)
+    log.info("train.init: %d embedding and backbone tensors and %d head pooling tensors from %s; word rows by "
+             "token: %d of %d (%.1f%%) of this run's vocabulary", report.tensors, report.pooler, path,
+             report.words_copied, report.words,
              100.0 * report.words_copied / max(report.words, 1))
     return report
 

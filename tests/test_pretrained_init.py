@@ -14,7 +14,8 @@ from nas.checkpoint import save_checkpoint
 from nas.config import Layer, config_to_dict, resolve_config
 from nas.errors import UserError
 from nas.genotype import genotype_from_dict
-from nas.pretrained import TRANSFERRED, init_from_checkpoint
+from nas.heads import FusionHead
+from nas.pretrained import POOLER, TRANSFERRED, init_from_checkpoint
 from nas.registry import SPACES
 from nas.space import fixed_block_factory
 from nas.task import TaskMeta
@@ -56,12 +57,12 @@ def pretrained(tmp_path: Path) -> tuple[Path, torch.nn.Module, dict[str, int]]:
     return run / "checkpoints" / "best.pt", model, vocab
 
 
-def test_embedding_and_backbone_are_copied_word_rows_by_token_and_the_head_is_not(pretrained, tmp_path: Path
-                                                                                  ) -> None:
+def test_embedding_backbone_and_pooler_are_copied_word_rows_by_token_and_the_outputs_are_not(
+        pretrained, tmp_path: Path) -> None:
     path, source, source_vocab = pretrained
     vocab = build_vocab([["is", "the", "cube", "red", "what", "sphere"]])  # 3 of 6 words known, other ids
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    target = _model(_config(), vocab, torch.nn.Linear(32, 3), seed=2)
+    target = _model(_config(), vocab, FusionHead(32, 16, 3, dropout=0.0), seed=2)
     before = {k: v.clone() for k, v in target.state_dict().items()}
     report = init_from_checkpoint(target, path, _genotype(), _config(), tmp_path)
     after, saved = target.state_dict(), source.state_dict()
@@ -75,7 +76,12 @@ def test_embedding_and_backbone_are_copied_word_rows_by_token_and_the_head_is_no
     for key in transferred:
         assert torch.equal(after[key], saved[key]), key
     assert any(not torch.equal(before[k], saved[k]) for k in transferred)  # the copy changed something
-    for key in (k for k in after if k.startswith("head.")):
+    pooler = [k for k in after if k.startswith(POOLER)]
+    assert len(pooler) == report.pooler == 14  # two AttFlat poolings (4 tensors each + 2 of output), the norm
+    for key in pooler:  # the QA pooling of the pre-training head, same names and shapes
+        assert torch.equal(after[key], saved[key]), key
+    assert sum(not torch.equal(before[k], saved[k]) for k in pooler) >= 10  # all but the norms' ones and zeros
+    for key in ("head.classifier.weight", "head.classifier.bias"):  # outputs stay the new task's
         assert torch.equal(after[key], before[key])
 
 
