@@ -70,7 +70,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # A checkpoint (e.g. runs/pt/checkpoints/best.pt of nas pretrain) of the same genotype and space settings:
-    # a new retrain starts from its embedding and backbone weights (word rows matched by token); not the head.
+    # a new retrain starts from its embedding, backbone and head pooling weights (word rows matched by token).
     init: str | None = None
 
 

@@ -49,9 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def add_init_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", metavar="CHECKPOINT",
-                        help="start from the embedding and backbone weights of a checkpoint of the same genotype "
-                             "and space settings, e.g. a 'nas pretrain' run's checkpoints/best.pt (sets "
-                             "train.init; word rows are matched by token; the head starts fresh)")
+                        help="start from the embedding, backbone and head pooling weights of a checkpoint of the "
+                             "same genotype and space settings, e.g. a 'nas pretrain' run's checkpoints/best.pt "
+                             "(sets train.init; word rows are matched by token; output layers start fresh)")
 
 
 def run(args: argparse.Namespace, command: str = "retrain") -> int:
