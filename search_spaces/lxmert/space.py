@@ -79,6 +79,11 @@ class LxmertSpace(SearchSpace):
             # choices() lists every layer, so an absurd depth would hang before any error could be given.
             if not 0 <= getattr(config, key) <= MAX_BLOCKS:
                 raise UserError(f"space.{key}={getattr(config, key)}: must be between 0 and {MAX_BLOCKS}")
+        for key in ("hidden", "head_dim", "ffn_mult", "relation_dim", "max_positions"):
+            if getattr(config, key) < 1:
+                raise UserError(f"space.{key}={getattr(config, key)}: must be at least 1")
+        if not 0.0 <= config.dropout < 1.0:
+            raise UserError(f"space.dropout={config.dropout}: must be in [0, 1)")
         if config.hidden % config.head_dim:
             raise UserError(f"space.hidden={config.hidden}: not a multiple of space.head_dim={config.head_dim}")
 

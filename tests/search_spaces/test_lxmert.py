@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from nas.board.diagrams import streams_of
 from nas.cli.main import main
+from nas.errors import UserError
 from nas.genotype import Genotype, load_genotype
 from nas.heads import FusionHead
 from nas.space import fixed_block_factory
@@ -79,6 +81,15 @@ def test_labels_prior_and_depths_round_trip() -> None:
                                                "cross/obj_cross", "cross/lang_self", "cross/obj_self",
                                                "cross/lang_ffn", "cross/obj_ffn"]
     assert streams_of(list(choices))["lang/ffn"] == ["lang/0/ffn", "lang/1/ffn"]
+
+
+@pytest.mark.parametrize("override, message", [({"head_dim": 0}, "space.head_dim=0: must be at least 1"),
+                                               ({"hidden": 30}, "space.hidden=30: not a multiple of space.head_dim=8"),
+                                               ({"dropout": 1.0}, "space.dropout=1.0: must be in [0, 1)"),
+                                               ({"cross_layers": 5000}, "space.cross_layers=5000: must be between")])
+def test_bad_sizes_are_one_line_errors(override: dict, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        LxmertSpace(LxmertConfig(**{"hidden": 16, "head_dim": 8, **override}))
 
 
 def test_lxr955_validates_and_matches_lxmerts_encoder_size() -> None:
