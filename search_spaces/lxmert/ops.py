@@ -31,6 +31,8 @@ class BertAttention(MultiHeadAttention):
 
     def __init__(self, sizes: OpSizes) -> None:
         super().__init__(sizes)
+        # The parent's forward (masking, fused or written-out attention with the fast dropout) is
+        # kept; only its four bias-free projections are replaced.
         self.query, self.key, self.value, self.merge = (nn.Linear(sizes.hidden, sizes.hidden) for _ in range(4))
 
 
