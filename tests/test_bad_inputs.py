@@ -380,8 +380,8 @@ CASES = [
     Case("mmnas-arch-zero-padded-epoch", arch_file({"epoch01": {"enc": [["self_att_64"]], "dec": [[]]}}),
          ("arch.json: epoch1.dec[0] must list exactly one op", "got []")),
     Case("nni-export-label-too-deep", arch_file({"enc/99999999999": "self_att"}, "--from-nni"),
-         ("arch.json: unknown label 'enc/99999999999' (value 'self_att'); space mmnas has labels none at the "
-          "depth the export implies",)),
+         ("arch.json: space.enc_blocks=0: must be between 1 and 1024 (a genotype sets it from its highest enc/ "
+          "label)",)),
 
     # --- YAML experiment files and dotted overrides (nas/config.py) ---
     Case("yaml-not-utf8", config_file(b"train:\n  epochs: \xff\n"),

@@ -73,7 +73,11 @@ def _space_at_depth(name: str, choices: dict, source: str, overrides: list[str] 
                                  "space": {"name": name}}),
               Layer(f"{source} (depth)", {"space": space_cls.config_from_choices(choices)}),
               overrides_layer(overrides or [])]
-    return space_cls(resolve_config(layers).space)
+    config = resolve_config(layers).space
+    try:
+        return space_cls(config)
+    except UserError as error:  # e.g. a depth of 0: the labels of this file implied it
+        raise UserError(f"{source}: {error}") from None
 
 
 def _checked(path: str, overrides: list[str] | None = None) -> tuple[Genotype, SearchSpace]:
