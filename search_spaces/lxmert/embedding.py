@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nas.dropout import Dropout
+from nas.errors import UserError
 from search_spaces.lxmert.ops import LAYER_NORM_EPS
 
 __all__ = ["LxmertEmbedding"]
@@ -54,7 +55,9 @@ class LxmertEmbedding(nn.Module):
     def embed_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # tokens: (B, T) int -> text (B, T, H), text_keep (B, T) bool
         if tokens.shape[1] > self.positions.num_embeddings:
-            raise ValueError(f"{tokens.shape[1]} tokens, but space.max_positions is {self.positions.num_embeddings}")
+            # The task's max_tokens and the space's positions are set in different sections.
+            raise UserError(f"space.max_positions={self.positions.num_embeddings}: a batch has {tokens.shape[1]} "
+                            "tokens; raise space.max_positions or lower task.max_tokens")
         words = self.words(tokens)
         if self.word_proj is not None:
             words = self.word_proj(words)

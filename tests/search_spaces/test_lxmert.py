@@ -243,3 +243,10 @@ def test_search_and_retrain_on_builtin_gqa(tmp_path: Path, capsys: pytest.Captur
     assert main(["search", "--task", "gqa", "--space", "lxmert", "--out", str(tmp_path / "bad"), *smoke,
                  "space.enc_blocks=2"]) == 2
     assert "unknown key 'space.enc_blocks'" in capsys.readouterr().err
+
+
+def test_more_tokens_than_positions_is_a_one_line_error() -> None:
+    space = tiny_space(max_positions=3)
+    model = space.build_model(META, head(), fixed_block_factory(space.prior()))
+    with pytest.raises(UserError, match="space.max_positions=3: a batch has 4 tokens; raise space.max_positions"):
+        model({**batch(), "tokens": torch.ones(2, 4, dtype=torch.long)})
