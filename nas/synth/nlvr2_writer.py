@@ -12,15 +12,17 @@ As in NLVR2, a *set* holds several image pairs and a few sentences, and every se
 labelled against every pair of its set: identifier ``split-set-pair-sentence``. A sentence is
 kept only when it is true for half of its set's pairs (rounded either way), so each sentence
 appears with both labels, the labels are balanced and consistency (all pairs of a sentence
-right) cannot be had from the text alone. Statements count and compare objects described by
-one or two attributes in the left, the right or both images. Generation is deterministic in
+right) cannot be had from the text alone. A set's later pairs are edits of its first (a few
+objects change colour, shape or material), as NLVR2's images of a set come from one search
+query. Statements count and compare objects described by up to ``phrase_attributes``
+attributes in the left, the right or both images. Generation is deterministic in
 the seed and atomic, like the other synthetic writers.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,13 +34,13 @@ from nas.io import atomic_write_jsonl
 from nas.synth.features import Prototypes, make_prototypes, region_features
 from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_questions import _phrase
-from nas.synth.world import ATTRIBUTES, Scene, sample_scene
+from nas.synth.world import ATTRIBUTE_VALUES, ATTRIBUTES, Scene, sample_scene
 
 __all__ = ["FAMILIES", "GENERATOR", "SPLITS", "SynthNlvr2Config", "SynthNlvr2Summary", "VERSION",
            "annotations_path", "feature_path", "generate_nlvr2"]
 
 GENERATOR = "vlnas-synth-nlvr2"
-VERSION = 1
+VERSION = 2
 # (split, feature TSV): LXMERT's file names for lil-lab's train, dev and test1.
 SPLITS = (("train", "train_obj36.tsv"), ("dev", "valid_obj36.tsv"), ("test1", "test_obj36.tsv"))
 FAMILIES = ("side_exist", "both_exist", "one_exist", "side_count", "more", "total")
@@ -46,6 +48,7 @@ _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
 _STREAM_SET, _STREAM_FEATURES = 41, 42
 _SENTENCE_TRIES = 300  # draws per sentence before the set's scenes are drawn again
 _PHRASE_ATTRIBUTES = ("color", "shape", "material", "size")
+_EDITABLE = ("color", "shape", "material")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class SynthNlvr2Config:
     pairs_per_set: int = 4  # each sentence of a set is labelled against every pair of it
     sentences_per_set: int = 2
     phrase_attributes: int = 2  # a statement describes objects by 1..this many attributes ("red cube": 2)
+    # A set's pairs are edits of its first pair, as NLVR2's images of a set come from one search
+    # query: each later image changes the colour, shape or material of 1..set_edits objects of the
+    # first pair's image on its side. 0 draws every image independently.
+    set_edits: int = 2
     feature_dim: int = 256  # D of the region features; LXMERT's release uses 2048
     min_objects: int = 2  # objects per image, inclusive
     max_objects: int = 5
@@ -73,6 +80,7 @@ class SynthNlvr2Config:
             ("pairs_per_set", 2 <= self.pairs_per_set <= 8, "in 2..8"),
             ("sentences_per_set", 1 <= self.sentences_per_set <= 6, "in 1..6"),
             ("phrase_attributes", 1 <= self.phrase_attributes <= 4, "in 1..4"),
+            ("set_edits", self.set_edits >= 0, ">= 0"),
             ("max_distractors", self.max_distractors >= 0, ">= 0"),
         ]
         check_fields(self, checks + scene_checks(self))
@@ -118,7 +126,8 @@ def _statement(family: str, attrs: dict[str, str], side: str, number: int) -> tu
         return (f"There are more {many} in the {side} image than in the {other} image.",
                 lambda l, r: (l > r) if side == "left" else (r > l))
     if family == "total":
-        return (f"The two images contain {_NUMBERS[number]} {many} in total.", lambda l, r: l + r == number)
+        noun = one if number == 1 else many
+        return f"The two images contain {_NUMBERS[number]} {noun} in total.", lambda l, r: l + r == number
     raise ValueError(f"unknown family {family!r}")
 
 
@@ -152,14 +161,33 @@ def _sentences(config: SynthNlvr2Config, rng: np.random.Generator, pairs: list[t
     return None
 
 
+def _edit(rng: np.random.Generator, scene: Scene, most: int) -> Scene:
+    """``scene`` with 1..``most`` of its objects given another colour, shape or material (boxes and
+    sizes stay, so the edit is what a look-alike photo of the same query would change)."""
+    objects = list(scene.objects)
+    count = int(rng.integers(1, min(most, len(objects)) + 1))
+    for index in rng.choice(len(objects), size=count, replace=False):
+        attribute = _EDITABLE[int(rng.integers(len(_EDITABLE)))]
+        values = [v for v in ATTRIBUTE_VALUES[attribute] if v != objects[int(index)].attr(attribute)]
+        objects[int(index)] = replace(objects[int(index)], **{attribute: values[int(rng.integers(len(values)))]})
+    return replace(scene, objects=tuple(objects))
+
+
 def _set(config: SynthNlvr2Config, split_no: int, index: int
          ) -> tuple[list[tuple[Scene, Scene]], list[tuple[str, str, list[bool]]]]:
     rng = seeded_rng(config, _STREAM_SET, split_no, index)
+    def draw() -> Scene:
+        return sample_scene(rng, min_objects=config.min_objects, max_objects=config.max_objects,
+                            max_distractors=config.max_distractors, width=config.image_width,
+                            height=config.image_height)
+
     while True:  # a set whose scenes admit no balanced sentence is drawn again (rare)
-        pairs = [tuple(sample_scene(rng, min_objects=config.min_objects, max_objects=config.max_objects,
-                                    max_distractors=config.max_distractors, width=config.image_width,
-                                    height=config.image_height) for _ in range(2))
-                 for _ in range(config.pairs_per_set)]
+        if config.set_edits:
+            first = (draw(), draw())
+            pairs = [first] + [(_edit(rng, first[0], config.set_edits), _edit(rng, first[1], config.set_edits))
+                               for _ in range(config.pairs_per_set - 1)]
+        else:
+            pairs = [(draw(), draw()) for _ in range(config.pairs_per_set)]
         sentences = _sentences(config, rng, pairs)
         if sentences is not None:
             return pairs, sentences

@@ -115,6 +115,19 @@ def test_phrase_attributes_bounds_the_descriptions(tmp_path: Path) -> None:
         assert len(named) == 1, example.sentence  # one attribute: "red thing", "cubes", "metal thing"
 
 
+def test_later_pairs_of_a_set_are_edits_of_its_first(dataset: Path) -> None:
+    scenes = json.loads((dataset / "synth_meta.json").read_text())["scenes"]
+    for set_id in range(12):
+        for side in (0, 1):
+            first = scenes[f"train-{set_id}-0-img{side}"]
+            for pair in (1, 2, 3):
+                other = scenes[f"train-{set_id}-{pair}-img{side}"]
+                assert [o["region"] for o in other] == [o["region"] for o in first]
+                assert [o["size"] for o in other] == [o["size"] for o in first]
+                changed = sum(o != f for o, f in zip(other, first))
+                assert 1 <= changed <= CONFIG.set_edits
+
+
 def test_bad_settings_are_one_line_errors() -> None:
     with pytest.raises(UserError, match=r"SynthNlvr2Config.pairs_per_set=1: must be in 2..8"):
         SynthNlvr2Config(pairs_per_set=1)
