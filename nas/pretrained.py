@@ -3,8 +3,10 @@
 The embedding and backbone weights are copied. Of the head, only the pooling layers that the
 heads share by name (``head.text_pool``, ``head.image_pool``, ``head.norm``: MCAN's AttFlat
 pooling and the fused vector's norm) are copied, where both heads have them in the same shape:
-they are what LXMERT's pooled output is to its fine-tuning heads, which start from it. Output
-layers are always the new task's own.
+they are what LXMERT's pooled output is to its fine-tuning heads, which start from it. When both
+runs answer from a vocabulary (``answer_dict.json``), the answer classifier's rows are copied by
+answer string too, as LXMERT's ``--loadLXMERTQA`` starts VQA and GQA from its pre-trained QA
+head; other output layers are always the new task's own.
 Each task builds its own token vocabulary, so word-embedding rows are copied by token string:
 a word in both vocabularies gets its pre-trained row, a word only the new task has keeps its
 initial one. The vocabularies are the ``vocab.json`` of the two run directories (the
@@ -33,6 +35,7 @@ __all__ = ["InitReport", "init_from_checkpoint", "TRANSFERRED"]
 log = logging.getLogger("nas.pretrained")
 TRANSFERRED = ("embedding.", "backbone.")  # parameter-name prefixes copied, every one required
 POOLER = ("head.text_pool.", "head.image_pool.", "head.norm.")  # copied where name and shape agree
+CLASSIFIER = ("head.classifier.weight", "head.classifier.bias")  # answer rows, matched by answer string
 _WEIGHTLESS_SPACE_KEYS = {"dropout"}  # space settings that do not change any weight
 
 
@@ -40,6 +43,8 @@ _WEIGHTLESS_SPACE_KEYS = {"dropout"}  # space settings that do not change any we
 class InitReport:
     tensors: int  # tensors copied (embedding and backbone)
     pooler: int  # head pooling tensors copied
+    answers_copied: int  # rows of this run's answer vocabulary found in the checkpoint's (0: none copied)
+    answers: int  # size of this run's answer vocabulary (0: it has none)
     words_copied: int  # rows of this run's vocabulary found in the checkpoint's
     words: int  # size of this run's vocabulary
 
@@ -79,12 +84,27 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
         pooler = [key for key in own if key.startswith(POOLER) and key in saved and saved[key].shape == own[key].shape]
         for key in pooler:
             own[key].copy_(saved[key])
+        answers = _answer_rows(path, run_dir)
+        answers_copied = 0
+        if answers is not None and all(k in own and k in saved for k in CLASSIFIER) and \
+                own[CLASSIFIER[0]].shape[1:] == saved[CLASSIFIER[0]].shape[1:]:
+            here, there = answers
+            if len(there) and int(there.max()) < saved[CLASSIFIER[0]].shape[0] and \
+                    int(here.max()) < own[CLASSIFIER[0]].shape[0]:
+                for key in CLASSIFIER:
+                    own[key][here.to(own[key].device)] = saved[key][there].to(own[key].device, own[key].dtype)
+                answers_copied = len(here)
     words = len(read_json(run_dir / "vocab.json")) if embeddings else 0
-    report = InitReport(copied, len(pooler), len(rows[0]) if rows is not None else 0, words)
+    total_answers = len(_read_answers(run_dir / "answer_dict.json")) if answers is not None else 0
+    report = InitReport(copied, len(pooler), answers_copied, total_answers,
+                        len(rows[0]) if rows is not None else 0, words)
     log.info("train.init: %d embedding and backbone tensors and %d head pooling tensors from %s; word rows by "
              "token: %d of %d (%.1f%%) of this run's vocabulary", report.tensors, report.pooler, path,
              report.words_copied, report.words,
              100.0 * report.words_copied / max(report.words, 1))
+    if report.answers:
+        log.info("train.init: answer classifier rows by answer: %d of %d (%.1f%%) of this run's answers",
+                 report.answers_copied, report.answers, 100.0 * report.answers_copied / report.answers)
     return report
 
 
@@ -126,3 +146,24 @@ def _row_map(path: Path, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     shared = [(index, theirs[token]) for token, index in ours.items() if token in theirs]
     return (torch.tensor([h for h, _ in shared], dtype=torch.long),
             torch.tensor([t for _, t in shared], dtype=torch.long))
+
+
+def _answer_rows(path: Path, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(rows here, rows there) of the answers both runs' answer vocabularies hold; None when either has none."""
+    theirs_path, ours_path = path.resolve().parent.parent / "answer_dict.json", run_dir / "answer_dict.json"
+    if not (theirs_path.is_file() and ours_path.is_file()):
+        return None
+    theirs = {a: i for i, a in enumerate(_read_answers(theirs_path))}
+    shared = [(index, theirs[answer]) for index, answer in enumerate(_read_answers(ours_path)) if answer in theirs]
+    return (torch.tensor([h for h, _ in shared], dtype=torch.long),
+            torch.tensor([t for _, t in shared], dtype=torch.long))
+
+
+def _read_answers(path: Path) -> list[str]:
+    """The answers of an ``answer_dict.json`` (MCAN's ``[ans_to_ix, ix_to_ans]``), by index."""
+    data = read_json(path, "answer dictionary")
+    try:
+        ix_to_ans = data[1]
+        return [str(ix_to_ans[str(i)]) for i in range(len(ix_to_ans))]
+    except (IndexError, KeyError, TypeError):
+        raise UserError(f"{path}: expected MCAN's [ans_to_ix, ix_to_ans] answer dictionary") from None

@@ -85,6 +85,26 @@ def test_embedding_backbone_and_pooler_are_copied_word_rows_by_token_and_the_out
         assert torch.equal(after[key], before[key])
 
 
+def _answer_dict(path: Path, answers: list[str]) -> None:
+    path.write_text(json.dumps([{a: i for i, a in enumerate(answers)}, {str(i): a for i, a in enumerate(answers)}]))
+
+
+def test_answer_rows_are_copied_by_answer_when_both_runs_have_answer_vocabularies(pretrained, tmp_path: Path
+                                                                                  ) -> None:
+    path, source, _ = pretrained
+    _answer_dict(path.parent.parent / "answer_dict.json", ["yes", "no", "red", "2"])
+    _answer_dict(tmp_path / "answer_dict.json", ["red", "blue", "yes"])
+    (tmp_path / "vocab.json").write_text(json.dumps(build_vocab([["cube"]])))
+    target = _model(_config(), build_vocab([["cube"]]), FusionHead(32, 16, 3, dropout=0.0), seed=2)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    report = init_from_checkpoint(target, path, _genotype(), _config(), tmp_path)
+    after, saved = target.state_dict(), source.state_dict()
+    assert (report.answers_copied, report.answers) == (2, 3)
+    for key in ("head.classifier.weight", "head.classifier.bias"):
+        assert torch.equal(after[key][0], saved[key][2]) and torch.equal(after[key][2], saved[key][0])  # red, yes
+        assert torch.equal(after[key][1], before[key][1])  # "blue": the checkpoint has no row for it
+
+
 def test_another_genotype_or_space_is_refused_in_one_line(pretrained, tmp_path: Path) -> None:
     path, _, _ = pretrained
     (tmp_path / "vocab.json").write_text(json.dumps(build_vocab([["cube"]])))
