@@ -51,7 +51,8 @@ def add_init_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", metavar="CHECKPOINT",
                         help="start from the embedding, backbone and head pooling weights of a checkpoint of the "
                              "same genotype and space settings, e.g. a 'nas pretrain' run's checkpoints/best.pt "
-                             "(sets train.init; word rows are matched by token; output layers start fresh)")
+                             "(sets train.init; word rows are matched by token, answer rows by answer; other "
+                             "output layers start fresh)")
 
 
 def run(args: argparse.Namespace, command: str = "retrain") -> int:
