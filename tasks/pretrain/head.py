@@ -3,8 +3,9 @@
 Per text position a masked-word classifier; per region the masked-object class, attribute and
 feature (LXMERT's ``obj``, ``attr`` and ``feat`` visual losses); from the pooled pair one
 matching logit and the answer logits (MmNas's AttFlat fusion stands in for LXMERT's pooled CLS
-vector; matching pools on its own, with the element-wise product term). A fine-tuning run keeps only the pooling layers
-(``text_pool``, ``image_pool``, ``norm``), where its head has them in the same shapes.
+vector; matching pools on its own, with the element-wise product term). A fine-tuning run keeps the QA pooling layers
+(``text_pool``, ``image_pool``, ``norm``) where its head has them in the same shapes, and the
+answer rows of ``classifier`` for the answers both vocabularies hold (``nas.pretrained``).
 """
 
 from __future__ import annotations
