@@ -40,11 +40,10 @@ from tasks.nlvr2.predictions import SUBMISSION_NAME, write_predictions
 
 __all__ = ["Nlvr2Task", "Nlvr2Config", "SPLITS", "SYNTH_SIZES"]
 
-SPLITS = ("train", "dev", "test1", "test2")
+# The public splits; test2 is held out by lil-lab, and LXMERT ships no features for it.
+SPLITS = ("train", "dev", "test1")
 FEATURE_FOLDER = "nlvr2_imgfeat"
-# LXMERT's feature files; test2 (hidden labels) has no public features, so it has no default name.
-FEATURE_FILES = {"train": "train_obj36.tsv", "dev": "valid_obj36.tsv", "test1": "test_obj36.tsv",
-                 "test2": "test2_obj36.tsv"}
+FEATURE_FILES = {"train": "train_obj36.tsv", "dev": "valid_obj36.tsv", "test1": "test_obj36.tsv"}  # LXMERT's names
 
 # Built-in dataset sizes (SynthNlvr2Config fields); tests and smoke runs use "tiny".
 SYNTH_SIZES = {
