@@ -3,8 +3,9 @@
 Pooling is MmNas/MCAN's (``FusionHead``'s AttFlat of text and image, summed, LayerNorm), by
 default with their element-wise product added, as the matching task does (``task.fusion``):
 every NLVR2 label is a match between words and regions, and the product is a direct term for
-it where the plain sum leaves it to guided attention alone. The pair classifier is LXMERT's NLVR2 one: Linear(2D, D'), GeLU, LayerNorm, Linear(D', 1) over
-the concatenated [left, right] vectors, one logit of "True" per example.
+it where the plain sum leaves it to guided attention alone. The pair classifier is LXMERT's
+NLVR2 one: Linear(2D, D'), GeLU, LayerNorm, Linear(D', 1) over the concatenated [left, right]
+vectors, one logit of "True" per example.
 """
 
 from __future__ import annotations
