@@ -262,11 +262,14 @@ class PretrainTask(Task):
             for key in totals:
                 totals[key][0] += p[key][0]
                 totals[key][1] += p[key][1]
+        c = self.config
+        trained = {"mlm": c.mlm_weight > 0, "object": c.object_weight > 0, "attr": c.attr_weight > 0,
+                   "match": c.match_weight > 0 and c.mismatch_prob > 0, "qa": c.qa and c.qa_weight > 0}
         metrics: dict[str, Any] = {f"{key}_accuracy": round(100.0 * right / count, 2)
-                                   for key, (right, count) in totals.items() if count}
-        on = {"mlm": True, "object": True, "match": self.config.mismatch_prob > 0, "qa": self.config.qa}
-        scored = [metrics[f"{key}_accuracy"] for key in on
-                  if on[key] and f"{key}_accuracy" in metrics and getattr(self.config, f"{key}_weight")]
+                                   for key, (right, count) in totals.items() if count and trained[key]}
+        # The primary metric: the mean over the trained objectives with a target (attributes are a side score).
+        scored = [metrics[f"{key}_accuracy"] for key in ("mlm", "object", "match", "qa")
+                  if f"{key}_accuracy" in metrics]
         metrics["accuracy"] = round(sum(scored) / len(scored), 2) if scored else 0.0
         metrics["samples"] = len(predictions)
         return metrics

@@ -180,3 +180,14 @@ def test_unknown_splits_and_missing_features_are_one_line_errors(tiny_task, tmp_
         task.prepare(["coco"])
     with pytest.raises(UserError, match="task.mismatch_prob=2"):
         PretrainTask(PretrainConfig(mismatch_prob=2.0), tmp_path)
+
+
+def test_the_metric_leaves_out_objectives_that_are_not_trained(tmp_path: Path) -> None:
+    predictions = [{"index": 0, "mlm": [1, 4], "object": [2, 2], "attr": [0, 1], "match": [1, 1], "qa": [0, 1]},
+                   {"index": 1, "mlm": [3, 4], "object": [0, 2], "attr": [1, 1], "match": [0, 1], "qa": [0, 0]}]
+    every = PretrainTask(PretrainConfig(), tmp_path).evaluate("val", None, predictions)
+    assert every == {"mlm_accuracy": 50.0, "object_accuracy": 50.0, "attr_accuracy": 50.0, "match_accuracy": 50.0,
+                     "qa_accuracy": 0.0, "accuracy": 37.5, "samples": 2}
+    qa_only = PretrainTask(PretrainConfig(mlm_weight=0, object_weight=0, mismatch_prob=0), tmp_path).evaluate(
+        "val", None, predictions)
+    assert qa_only == {"attr_accuracy": 50.0, "qa_accuracy": 0.0, "accuracy": 0.0, "samples": 2}
