@@ -7,7 +7,26 @@ from torch import nn
 
 from nas.text_cache import TextCache
 
-__all__ = ["VisionLanguageModel"]
+__all__ = ["VisionLanguageModel", "TwoStreamEmbedding"]
+
+
+class TwoStreamEmbedding(nn.Module):
+    """Base of a space's input embedding: text and image are embedded apart (``embed_text`` and
+    ``embed_image``), which the text cache relies on to encode each caption once."""
+
+    def forward(self, tokens: torch.Tensor, features: torch.Tensor, boxes: torch.Tensor,
+                num_regions: torch.Tensor, image_size: torch.Tensor):
+        # tokens: (B, T) int; features: (B, N, D); boxes: (B, N, 4); num_regions: (B,); image_size: (B, 2)
+        text, text_keep = self.embed_text(tokens)  # (B, T, H), (B, T)
+        image, image_keep = self.embed_image(features, boxes, num_regions, image_size)  # (B, N, H), (B, N)
+        return text, text_keep, image, image_keep
+
+    def embed_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def embed_image(self, features: torch.Tensor, boxes: torch.Tensor, num_regions: torch.Tensor,
+                    image_size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
 
 class VisionLanguageModel(nn.Module):

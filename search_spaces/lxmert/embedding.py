@@ -13,12 +13,13 @@ from torch import nn
 
 from nas.dropout import Dropout
 from nas.errors import UserError
+from nas.model import TwoStreamEmbedding
 from search_spaces.lxmert.ops import LAYER_NORM_EPS
 
 __all__ = ["LxmertEmbedding"]
 
 
-class LxmertEmbedding(nn.Module):
+class LxmertEmbedding(TwoStreamEmbedding):
     """Args:
         vocab_size: number of token ids (0 is padding).
         hidden: model width H.
@@ -44,13 +45,6 @@ class LxmertEmbedding(nn.Module):
         self.boxes = nn.Linear(4, hidden)
         self.box_norm = nn.LayerNorm(hidden, eps=LAYER_NORM_EPS)
         self.drop = Dropout(dropout)
-
-    def forward(self, tokens: torch.Tensor, features: torch.Tensor, boxes: torch.Tensor,
-                num_regions: torch.Tensor, image_size: torch.Tensor):
-        # tokens: (B, T) int; features: (B, N, D); boxes: (B, N, 4); num_regions: (B,); image_size: (B, 2)
-        text, text_keep = self.embed_text(tokens)
-        image, image_keep = self.embed_image(features, boxes, num_regions, image_size)
-        return text, text_keep, image, image_keep
 
     def embed_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # tokens: (B, T) int -> text (B, T, H), text_keep (B, T) bool

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.dropout import Dropout
+from search_spaces.mmnas import ops as mmnas_ops
 from search_spaces.mmnas.ops import MultiHeadAttention, OpSizes
-from search_spaces.mmnas.relation import relation_log_bias
 
 __all__ = ["OpSizes", "OPS", "LANG_SELF_OPS", "OBJ_SELF_OPS", "CROSS_OPS", "FFN_OPS", "PARAMETER_FREE",
            "SHORT_NAMES", "make_op"]
@@ -36,63 +34,32 @@ class BertAttention(MultiHeadAttention):
         self.query, self.key, self.value, self.merge = (nn.Linear(sizes.hidden, sizes.hidden) for _ in range(4))
 
 
-class _BertResidual(nn.Module):
-    """``x = LayerNorm(x + Dropout(f(x)))``: BERT's ``BertSelfOutput`` / ``BertOutput``."""
+class _Bert:
+    """What makes an MmNas sublayer a BERT one: biased attention projections and ``nn.LayerNorm``
+    with BERT's eps (``BertSelfOutput`` / ``BertOutput``); the residual and the ops are MmNas's."""
 
-    needs_relation = False
+    attention_type = BertAttention
 
-    def __init__(self, sizes: OpSizes) -> None:
-        super().__init__()
-        self.drop = Dropout(sizes.dropout)
-        self.norm = nn.LayerNorm(sizes.hidden, eps=LAYER_NORM_EPS)
-
-    def residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-        return self.norm(x + self.drop(update))
+    @staticmethod
+    def make_norm(hidden: int) -> nn.Module:
+        return nn.LayerNorm(hidden, eps=LAYER_NORM_EPS)
 
 
-class SelfAttention(_BertResidual):
-    def __init__(self, sizes: OpSizes) -> None:
-        super().__init__(sizes)
-        self.attention = BertAttention(sizes)
-
-    def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
-        # x: (B, L, H) -> (B, L, H)
-        return self.residual(x, self.attention(x, x, x_keep))
+class SelfAttention(_Bert, mmnas_ops.SelfAttention):
+    """BERT's self-attention sublayer."""
 
 
-class CrossAttention(_BertResidual):
+class CrossAttention(_Bert, mmnas_ops.GuidedAttention):
     """LXMERT's ``BertCrossattLayer``: one stream attends to the other (``context``)."""
 
-    def __init__(self, sizes: OpSizes) -> None:
-        super().__init__(sizes)
-        self.attention = BertAttention(sizes)
-
-    def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
-        # x: (B, L, H); context: (B, M, H) -> (B, L, H)
-        if context is None:
-            raise ValueError("cross attention needs the other stream as context")
-        return self.residual(x, self.attention(x, context, context_keep))
+    missing_context = "cross attention needs the other stream as context"
 
 
-class RelationSelfAttention(_BertResidual):
+class RelationSelfAttention(_Bert, mmnas_ops.RelationSelfAttention):
     """Object self-attention with MmNas's per-head box-geometry bias ``log(max(relu(W r_ij), 1e-6))``."""
 
-    needs_relation = True
 
-    def __init__(self, sizes: OpSizes) -> None:
-        super().__init__(sizes)
-        self.attention = BertAttention(sizes)
-        self.relation_to_heads = nn.Linear(sizes.relation_dim, self.attention.heads)
-
-    def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
-        # x: (B, N, H); relation: (B, N, N, R) -> (B, N, H)
-        if relation is None:
-            raise ValueError("relation self-attention needs the box relation embedding")
-        bias = relation_log_bias(relation, self.relation_to_heads)  # (B, h, N, N)
-        return self.residual(x, self.attention(x, x, x_keep, bias=bias))
-
-
-class FeedForward(_BertResidual):
+class FeedForward(_Bert, mmnas_ops.ResidualSublayer):
     """BERT's ``BertIntermediate`` + ``BertOutput``: Linear, GELU, Linear."""
 
     def __init__(self, sizes: OpSizes) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nas.model import TwoStreamEmbedding
 from search_spaces.mmnas.geometry import box_geometry
 from search_spaces.mmnas.relation import embed_geometry
 
 __all__ = ["TextImageEmbedding", "EncoderDecoder"]
 
 
-class TextImageEmbedding(nn.Module):
+class TextImageEmbedding(TwoStreamEmbedding):
     """Word embedding + 1-layer LSTM for text; a linear projection for region features.
 
     Args:
@@ -34,13 +35,6 @@ class TextImageEmbedding(nn.Module):
         self.lstm = nn.LSTM(self.words.embedding_dim, hidden, batch_first=True)
         self.regions = nn.Linear(feature_dim, hidden)
         self.boxes = nn.Linear(5, hidden) if box_features else None
-
-    def forward(self, tokens: torch.Tensor, features: torch.Tensor, boxes: torch.Tensor,
-                num_regions: torch.Tensor, image_size: torch.Tensor):
-        # tokens: (B, T) int; features: (B, N, D); boxes: (B, N, 4); num_regions: (B,); image_size: (B, 2)
-        text, text_keep = self.embed_text(tokens)
-        image, image_keep = self.embed_image(features, boxes, num_regions, image_size)
-        return text, text_keep, image, image_keep
 
     def embed_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # tokens: (B, T) int -> text (B, T, H), text_keep (B, T) bool

@@ -80,52 +80,63 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     return torch.matmul(weights, v)  # (B, h, Lq, d)
 
 
-class _Residual(nn.Module):
-    """``x = LayerNorm(x + Dropout(f(x)))``, MmNas's post-LN sublayer."""
+class ResidualSublayer(nn.Module):
+    """``x = LayerNorm(x + Dropout(f(x)))``, MmNas's post-LN sublayer.
+
+    ``attention_type`` and ``make_norm`` are the two things another family of the same
+    sublayers changes (LXMERT's BERT layers: biased projections, ``nn.LayerNorm``).
+    """
 
     needs_relation = False
+    attention_type: type[MultiHeadAttention] = MultiHeadAttention
 
     def __init__(self, sizes: OpSizes) -> None:
         super().__init__()
         self.drop = Dropout(sizes.dropout)
-        self.norm = McanLayerNorm(sizes.hidden)
+        self.norm = self.make_norm(sizes.hidden)
+
+    @staticmethod
+    def make_norm(hidden: int) -> nn.Module:
+        return McanLayerNorm(hidden)
 
     def residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         return self.norm(x + self.drop(update))
 
 
-class SelfAttention(_Residual):
+class SelfAttention(ResidualSublayer):
     def __init__(self, sizes: OpSizes) -> None:
         super().__init__(sizes)
-        self.attention = MultiHeadAttention(sizes)
+        self.attention = self.attention_type(sizes)
 
     def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
         # x: (B, L, H) -> (B, L, H)
         return self.residual(x, self.attention(x, x, x_keep))
 
 
-class GuidedAttention(_Residual):
+class GuidedAttention(ResidualSublayer):
     """The decoder stream (image regions) attends to the encoder stream (text)."""
+
+    missing_context = "guided attention needs a context (it is a decoder-only op)"
 
     def __init__(self, sizes: OpSizes) -> None:
         super().__init__(sizes)
-        self.attention = MultiHeadAttention(sizes)
+        self.attention = self.attention_type(sizes)
 
     def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
         # x: (B, N, H); context: (B, T, H) -> (B, N, H)
         if context is None:
-            raise ValueError("guided attention needs a context (it is a decoder-only op)")
+            raise ValueError(self.missing_context)
         return self.residual(x, self.attention(x, context, context_keep))
 
 
-class RelationSelfAttention(_Residual):
+class RelationSelfAttention(ResidualSublayer):
     """Self-attention whose logits get ``log(max(relu(W r_ij), 1e-6))`` per head from box geometry."""
 
     needs_relation = True
 
     def __init__(self, sizes: OpSizes) -> None:
         super().__init__(sizes)
-        self.attention = MultiHeadAttention(sizes)
+        self.attention = self.attention_type(sizes)
         self.relation_to_heads = nn.Linear(sizes.relation_dim, self.attention.heads)
 
     def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
@@ -136,7 +147,7 @@ class RelationSelfAttention(_Residual):
         return self.residual(x, self.attention(x, x, x_keep, bias=bias))
 
 
-class FeedForward(_Residual):
+class FeedForward(ResidualSublayer):
     def __init__(self, sizes: OpSizes) -> None:
         super().__init__(sizes)
         inner = sizes.hidden * sizes.ffn_mult
