@@ -10,6 +10,7 @@ the same op modules by the same code.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from itertools import groupby
 from typing import Any, Callable, ClassVar, Mapping
 
 from torch import nn
@@ -17,7 +18,7 @@ from torch import nn
 from nas.genotype import Genotype, check_choices
 from nas.errors import UserError
 
-__all__ = ["SearchSpace", "BlockFactory", "MakeOp", "fixed_block_factory"]
+__all__ = ["SearchSpace", "BlockFactory", "MakeOp", "fixed_block_factory", "run_length"]
 
 MakeOp = Callable[[str], nn.Module]
 # (label, candidate op names, op constructor) -> the module placed at that label
@@ -71,3 +72,12 @@ def fixed_block_factory(choices: Mapping[str, str]) -> BlockFactory:
         return make(choices[label])
 
     return build
+
+
+def run_length(names: list[str], separator: str = "") -> str:
+    """``["SA", "SA", "FFN"]`` -> ``"SAx2 FFN"``: repeated ops counted, for ``describe()``."""
+    parts = []
+    for name, group in groupby(names):
+        count = len(list(group))
+        parts.append(f"{name}{separator}x{count}" if count > 1 else name)
+    return " ".join(parts)

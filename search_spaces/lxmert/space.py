@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from itertools import groupby
 from typing import Any, Mapping
 
 from torch import nn
@@ -32,7 +31,7 @@ from torch import nn
 from nas.errors import UserError
 from nas.model import VisionLanguageModel
 from nas.registry import SPACES
-from nas.space import BlockFactory, SearchSpace
+from nas.space import BlockFactory, SearchSpace, run_length
 from nas.task import TaskMeta
 from search_spaces.lxmert.backbone import CROSS_SLOTS, SINGLE_STREAM_SLOTS, LxmertEncoder
 from search_spaces.lxmert.embedding import LxmertEmbedding
@@ -149,13 +148,5 @@ class LxmertSpace(SearchSpace):
             return [f"{ops(f'cross/{i}', CROSS_SLOTS[0::2])}/{ops(f'cross/{i}', CROSS_SLOTS[1::2])}"
                     for i in range(self._depth(kind))]
 
-        return (f"lang: {_run_length(stream('lang'))} | obj: {_run_length(stream('obj'))} | "
-                f"cross (lang/obj): {_run_length(stream('cross'))}")
-
-
-def _run_length(names: list[str]) -> str:
-    parts = []
-    for name, group in groupby(names):
-        count = len(list(group))
-        parts.append(f"{name} x{count}" if count > 1 else name)
-    return ", ".join(parts) or "none"
+        return (f"lang: {run_length(stream('lang'), ' ')} | obj: {run_length(stream('obj'), ' ')} | "
+                f"cross (lang/obj): {run_length(stream('cross'), ' ')}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from itertools import groupby
 from typing import Any, Mapping
 
 from torch import nn
@@ -19,7 +18,7 @@ from torch import nn
 from nas.errors import UserError
 from nas.model import VisionLanguageModel
 from nas.registry import SPACES
-from nas.space import BlockFactory, SearchSpace
+from nas.space import BlockFactory, SearchSpace, run_length
 from nas.task import TaskMeta
 from search_spaces.mmnas.backbone import EncoderDecoder, TextImageEmbedding
 from search_spaces.mmnas.ops import DECODER_OPS, ENCODER_OPS, SHORT_NAMES, OpSizes, make_op
@@ -111,13 +110,5 @@ class MmnasSpace(SearchSpace):
         def names(prefix: str, count: int) -> list[str]:
             return [SHORT_NAMES.get(choices.get(f"{prefix}/{i}", "?"), "?") for i in range(count)]
 
-        return (f"encoder: {_run_length(names('enc', self.config.enc_blocks))} | "
-                f"decoder: {_run_length(names('dec', self.config.dec_blocks))}")
-
-
-def _run_length(names: list[str]) -> str:
-    parts = []
-    for name, group in groupby(names):
-        count = len(list(group))
-        parts.append(f"{name}x{count}" if count > 1 else name)
-    return " ".join(parts)
+        return (f"encoder: {run_length(names('enc', self.config.enc_blocks))} | "
+                f"decoder: {run_length(names('dec', self.config.dec_blocks))}")
