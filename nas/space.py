@@ -74,10 +74,10 @@ def fixed_block_factory(choices: Mapping[str, str]) -> BlockFactory:
     return build
 
 
-def run_length(names: list[str], separator: str = "") -> str:
+def run_length(names: list[str], separator: str = "", joiner: str = " ", empty: str = "") -> str:
     """``["SA", "SA", "FFN"]`` -> ``"SAx2 FFN"``: repeated ops counted, for ``describe()``."""
     parts = []
     for name, group in groupby(names):
         count = len(list(group))
         parts.append(f"{name}{separator}x{count}" if count > 1 else name)
-    return " ".join(parts)
+    return joiner.join(parts) or empty

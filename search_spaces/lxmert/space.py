@@ -148,5 +148,8 @@ class LxmertSpace(SearchSpace):
             return [f"{ops(f'cross/{i}', CROSS_SLOTS[0::2])}/{ops(f'cross/{i}', CROSS_SLOTS[1::2])}"
                     for i in range(self._depth(kind))]
 
-        return (f"lang: {run_length(stream('lang'), ' ')} | obj: {run_length(stream('obj'), ' ')} | "
-                f"cross (lang/obj): {run_length(stream('cross'), ' ')}")
+        def counted(names: list[str]) -> str:
+            return run_length(names, separator=" ", joiner=", ", empty="none")
+
+        return (f"lang: {counted(stream('lang'))} | obj: {counted(stream('obj'))} | "
+                f"cross (lang/obj): {counted(stream('cross'))}")
