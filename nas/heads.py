@@ -35,13 +35,21 @@ class FusionHead(nn.Module):
         self.text_pool = AttentionFlatten(hidden, flat_mlp, out, glimpses, dropout)
         self.image_pool = AttentionFlatten(hidden, flat_mlp, out, glimpses, dropout)
         self.norm = McanLayerNorm(out)
-        self.classifier = nn.Linear(out, num_outputs)
+        self.classifier = self.make_classifier(out, num_outputs)
+
+    def make_classifier(self, pooled: int, num_outputs: int) -> nn.Module:
+        return nn.Linear(pooled, num_outputs)
 
     def forward(self, text: torch.Tensor, text_keep: torch.Tensor, image: torch.Tensor,
                 image_keep: torch.Tensor) -> torch.Tensor:
         # text: (B, T, H); image: (B, N, H) -> logits (B, num_outputs)
+        return self.classifier(self.pool(text, text_keep, image, image_keep))
+
+    def pool(self, text: torch.Tensor, text_keep: torch.Tensor, image: torch.Tensor,
+             image_keep: torch.Tensor) -> torch.Tensor:
+        """The fused, normalised vector the classifier reads: (B, T, H), (B, N, H) -> (B, 2H)."""
         pooled_text, pooled_image = self.text_pool(text, text_keep), self.image_pool(image, image_keep)  # (B, 2H)
         fused = pooled_text + pooled_image
         if self.fusion == "product":
             fused = fused + pooled_text * pooled_image
-        return self.classifier(self.norm(fused))
+        return self.norm(fused)

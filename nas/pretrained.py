@@ -23,12 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.answer_dict import read_answer_dict
 from nas.checkpoint import load_checkpoint
 from nas.config import RunConfig, config_to_dict
 from nas.errors import UserError, shown
 from nas.genotype import Genotype
-from nas.text import check_vocab
 from nas.io import read_json
+from nas.text import check_vocab
 
 __all__ = ["InitReport", "init_from_checkpoint", "TRANSFERRED"]
 
@@ -64,7 +65,7 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
     if missing:
         raise UserError(f"{path}: has no weights for {len(missing)} parameter(s) of this network "
                         f"(e.g. {', '.join(missing[:3])})")
-    rows = _row_map(path, run_dir) if embeddings else None
+    rows, words = _row_map(path, run_dir) if embeddings else (None, 0)
     copied = 0
     with torch.no_grad():
         for key in keys:
@@ -84,7 +85,7 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
         pooler = [key for key in own if key.startswith(POOLER) and key in saved and saved[key].shape == own[key].shape]
         for key in pooler:
             own[key].copy_(saved[key])
-        answers = _answer_rows(path, run_dir)
+        answers, total_answers = _answer_rows(path, run_dir)
         answers_copied = 0
         if answers is not None and all(k in own and k in saved for k in CLASSIFIER) and \
                 own[CLASSIFIER[0]].shape[1:] == saved[CLASSIFIER[0]].shape[1:]:
@@ -94,8 +95,6 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
                 for key in CLASSIFIER:
                     own[key][here.to(own[key].device)] = saved[key][there].to(own[key].device, own[key].dtype)
                 answers_copied = len(here)
-    words = len(read_json(run_dir / "vocab.json")) if embeddings else 0
-    total_answers = len(_read_answers(run_dir / "answer_dict.json")) if answers is not None else 0
     report = InitReport(copied, len(pooler), answers_copied, total_answers,
                         len(rows[0]) if rows is not None else 0, words)
     log.info("train.init: %d embedding and backbone tensors and %d head pooling tensors from %s; word rows by "
@@ -131,8 +130,8 @@ def _check_same_network(path: Path, state: dict[str, Any], genotype: Genotype, c
                             f"space.{key}={shown(space.get(key))}; the weights only fit the same space settings")
 
 
-def _row_map(path: Path, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows here, rows there) of the tokens both vocabularies hold."""
+def _row_map(path: Path, run_dir: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+    """(rows here, rows there) of the tokens both vocabularies hold, and this run's vocabulary size."""
     theirs_path = path.resolve().parent.parent / "vocab.json"
     if not theirs_path.is_file():
         raise UserError(f"{path}: its run directory {theirs_path.parent} has no vocab.json; start from a checkpoint "
@@ -143,27 +142,22 @@ def _row_map(path: Path, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     theirs, ours = read_json(theirs_path, "token vocabulary"), read_json(ours_path, "token vocabulary")
     check_vocab(theirs, theirs_path)
     check_vocab(ours, ours_path)
-    shared = [(index, theirs[token]) for token, index in ours.items() if token in theirs]
-    return (torch.tensor([h for h, _ in shared], dtype=torch.long),
-            torch.tensor([t for _, t in shared], dtype=torch.long))
+    return _shared_rows(ours, theirs), len(ours)
 
 
-def _answer_rows(path: Path, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(rows here, rows there) of the answers both runs' answer vocabularies hold; None when either has none."""
+def _answer_rows(path: Path, run_dir: Path) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, int]:
+    """(rows here, rows there) of the answers both runs' answer vocabularies hold (None when either
+    has none), and the size of this run's answer vocabulary (0: none)."""
     theirs_path, ours_path = path.resolve().parent.parent / "answer_dict.json", run_dir / "answer_dict.json"
     if not (theirs_path.is_file() and ours_path.is_file()):
-        return None
-    theirs = {a: i for i, a in enumerate(_read_answers(theirs_path))}
-    shared = [(index, theirs[answer]) for index, answer in enumerate(_read_answers(ours_path)) if answer in theirs]
+        return None, 0
+    ours, theirs = read_answer_dict(ours_path), read_answer_dict(theirs_path)
+    rows = _shared_rows({a: i for i, a in enumerate(ours)}, {a: i for i, a in enumerate(theirs)})
+    return rows, len(ours)
+
+
+def _shared_rows(ours: dict[str, int], theirs: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows here, rows there) of the strings (tokens, answers) both row maps hold."""
+    shared = [(index, theirs[key]) for key, index in ours.items() if key in theirs]
     return (torch.tensor([h for h, _ in shared], dtype=torch.long),
             torch.tensor([t for _, t in shared], dtype=torch.long))
-
-
-def _read_answers(path: Path) -> list[str]:
-    """The answers of an ``answer_dict.json`` (MCAN's ``[ans_to_ix, ix_to_ans]``), by index."""
-    data = read_json(path, "answer dictionary")
-    try:
-        ix_to_ans = data[1]
-        return [str(ix_to_ans[str(i)]) for i in range(len(ix_to_ans))]
-    except (IndexError, KeyError, TypeError):
-        raise UserError(f"{path}: expected MCAN's [ans_to_ix, ix_to_ans] answer dictionary") from None

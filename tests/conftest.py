@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import nas.strategies  # noqa: F401  (registrations)
 import search_spaces  # noqa: F401
@@ -25,6 +26,15 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("VLNAS_CACHE", None)
     else:
         os.environ["VLNAS_CACHE"] = previous
+
+
+@pytest.fixture
+def one_thread() -> None:
+    """Tiny models on a shared 2-core machine: more threads only contend (10x slower backward passes)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

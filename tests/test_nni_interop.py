@@ -36,13 +36,7 @@ SAMPLE = {"enc/0": "self_att", "enc/1": "feed_forward",
           "dec/0": "rel_self_att", "dec/1": "guided_att", "dec/2": "feed_forward"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    # Tiny models on a shared 2-core machine: more threads only contend.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only contend
 
 
 class Probe(torch.nn.Module):

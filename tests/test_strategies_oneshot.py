@@ -30,13 +30,7 @@ STRATEGIES = ["darts", "gdas", "spos"]
 QUICK = {"darts": [], "gdas": [], "spos": ["strategy.population=4", "strategy.generations=2"]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    # Tiny models on a shared 2-core machine: more threads only contend (10x slower backward passes).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only contend
 
 
 class Probe(torch.nn.Module):

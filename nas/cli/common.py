@@ -125,22 +125,7 @@ def without_other_strategies_keys(files: list[Layer], strategy: str | None) -> t
     """Experiment files may tune several strategies (smoke.yaml sets mmnas's warm-up): drop the
     ``strategy.*`` keys that only other registered strategies declare, so ``--strategy optuna
     --config smoke`` works. Keys no strategy declares, and command-line overrides, still fail."""
-    if strategy is None or strategy not in STRATEGIES:
-        return files, []
-    own = {f.name for f in dataclasses.fields(STRATEGIES.get(strategy).Config)}
-    others = {f.name for name in STRATEGIES.names() if name != strategy
-              for f in dataclasses.fields(STRATEGIES.get(name).Config)}
-    kept, dropped = [], []
-    for layer in files:
-        section = layer.values.get("strategy")
-        if not isinstance(section, dict):
-            kept.append(layer)
-            continue
-        foreign = [key for key in section if key not in own and key in others]
-        dropped += [f"strategy.{key} ({layer.source})" for key in foreign]
-        values = {**layer.values, "strategy": {k: v for k, v in section.items() if k not in foreign}}
-        kept.append(Layer(layer.source, values))
-    return kept, dropped
+    return _without_foreign_keys(files, "strategy", STRATEGIES, strategy)
 
 
 def without_other_spaces_keys(layers: list[Layer]) -> list[Layer]:
@@ -152,19 +137,30 @@ def without_other_spaces_keys(layers: list[Layer]) -> list[Layer]:
         section = layer.values.get("space")
         if isinstance(section, dict) and isinstance(section.get("name"), str):
             name = section["name"]
-    if name is None or name not in SPACES:
-        return layers
-    own = {f.name for f in dataclasses.fields(SPACES.get(name).Config)}
-    others = {f.name for other in SPACES.names() if other != name for f in dataclasses.fields(SPACES.get(other).Config)}
-    kept = []
+    return [layer if layer.source == "command line" else
+            _without_foreign_keys([layer], "space", SPACES, name)[0][0] for layer in layers]
+
+
+def _without_foreign_keys(layers: list[Layer], section: str, registry: Any,
+                          name: str | None) -> tuple[list[Layer], list[str]]:
+    """``layers`` without the ``section`` keys that only registered components other than ``name``
+    declare in their Config, and those keys as ``section.key (source)``."""
+    if name is None or name not in registry:
+        return layers, []
+    own = {f.name for f in dataclasses.fields(registry.get(name).Config)}
+    others = {f.name for other in registry.names() if other != name
+              for f in dataclasses.fields(registry.get(other).Config)}
+    kept, dropped = [], []
     for layer in layers:
-        section = layer.values.get("space")
-        if layer.source == "command line" or not isinstance(section, dict):
+        values = layer.values.get(section)
+        if not isinstance(values, dict):
             kept.append(layer)
             continue
-        values = {**layer.values, "space": {k: v for k, v in section.items() if k in own or k not in others}}
-        kept.append(Layer(layer.source, values))
-    return kept
+        foreign = [key for key in values if key not in own and key in others]
+        dropped += [f"{section}.{key} ({layer.source})" for key in foreign]
+        kept.append(Layer(layer.source,
+                          {**layer.values, section: {k: v for k, v in values.items() if k not in foreign}}))
+    return kept, dropped
 
 
 def run_on_ranks(nproc: int, run_dir: Path, quiet: bool, work: Callable[..., None], *payload: Any) -> None:

@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+from nas.answer_dict import read_answer_dict, write_answer_dict
 from nas.errors import UserError
-from tasks.vqa.answers import read_answer_dict, write_answer_dict
 
 __all__ = ["load_or_build_answers"]
 

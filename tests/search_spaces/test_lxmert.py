@@ -30,13 +30,7 @@ LXR955 = REPO / "genotypes" / "lxr955.json"
 META = TaskMeta(vocab_size=10, feature_dim=6, num_outputs=5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    # Tiny models on a shared 2-core machine: more threads only contend.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only contend
 
 
 def tiny_space(lang: int = 2, obj: int = 1, cross: int = 2, **options) -> LxmertSpace:
