@@ -62,21 +62,23 @@ def _as_text(value: object, identifier: str) -> str:
     raise UserError(f"prediction for {identifier!r} must be a string or a boolean, got {described(value)}")
 
 
-def nlvr2_scores(examples: Sequence[Nlvr2Example], predictions: Mapping[str, str | bool]) -> Nlvr2Scores:
+def nlvr2_scores(examples: Sequence[Nlvr2Example], predictions: Mapping[str, str | bool],
+                 source: str | None = None) -> Nlvr2Scores:
     """Score predictions (identifier -> "True"/"False"/bool) on labeled examples, as the official script.
 
     Every example needs a prediction: scoring a subset would report a number that is not
-    comparable with anyone else's.
+    comparable with anyone else's. ``source`` (the predictions file) starts every error.
     """
+    where = f"{source}: " if source else ""
     if not examples:
-        raise UserError("no NLVR2 examples to score")
+        raise UserError(f"{where}no NLVR2 examples to score")
     missing = [example.identifier for example in examples if example.identifier not in predictions]
     if missing:
-        raise UserError(f"predictions are missing for {len(missing)} of {len(examples)} examples "
+        raise UserError(f"{where}predictions are missing for {len(missing)} of {len(examples)} examples "
                         f"(first: {', '.join(missing[:_MAX_SHOWN])})")
     unlabeled = [example.identifier for example in examples if example.label is None]
     if unlabeled:
-        raise UserError(f"{len(unlabeled)} of {len(examples)} examples have no label and cannot be scored "
+        raise UserError(f"{where}{len(unlabeled)} of {len(examples)} examples have no label and cannot be scored "
                         f"(first: {', '.join(unlabeled[:_MAX_SHOWN])})")
     correct = 0
     consistent: dict[str, bool] = {}  # sentence -> every example so far correct
@@ -95,4 +97,4 @@ def nlvr2_scores(examples: Sequence[Nlvr2Example], predictions: Mapping[str, str
 
 def evaluate_nlvr2_files(predictions_path: str | Path, annotations_path: str | Path) -> Nlvr2Scores:
     """Score a ``test_predict.csv``-style file against an NLVR2 JSON-lines file, like ``metrics.py``."""
-    return nlvr2_scores(read_annotations(annotations_path), read_predictions(predictions_path))
+    return nlvr2_scores(read_annotations(annotations_path), read_predictions(predictions_path), str(predictions_path))

@@ -246,3 +246,7 @@ def test_files_end_to_end(tmp_path: Path) -> None:
     assert (scores.num_correct, scores.num_consistent, scores.num_sentences) == (2, 1, 2)
     assert scores.accuracy == 100 * (2 / 3) and scores.consistency == 50.0
     assert "not found" in _user_error(evaluate_nlvr2_files, tmp_path / "nope.csv", annotations)
+    partial = tmp_path / "partial.csv"
+    partial.write_text("dev-1-0-0,True\n")
+    assert _user_error(evaluate_nlvr2_files, partial, annotations) == \
+        f"{partial}: predictions are missing for 2 of 3 examples (first: dev-1-1-0, dev-2-0-0)"
