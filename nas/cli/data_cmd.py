@@ -20,6 +20,8 @@ HELP = """Generate a built-in dataset (a CLEVR-like world) in a task's released 
        questions with answers) + mscoco_imgfeat/{train,val}2014_obj36.tsv with object/attribute ids
   nlvr2  NLVR2 data/{train,dev,test1}.json (JSON lines, statements about image pairs)
        + LXMERT nlvr2_imgfeat/{train,valid,test}_obj36.tsv region features
+  clevr_ref  CLEVR-Ref+ scenes/ (object masks as RLE) and refexps/ (programs) JSON for train
+       and val, IEP features/{split}_features.h5 grid features, {split}_refexps.h5 and vocab.json
 
 Generation is deterministic for a seed and atomic (nothing half-written).
 Use the result with --data DIR (or task.data_dir=DIR). Generator settings
@@ -29,13 +31,14 @@ are KEY=VALUE pairs, e.g.:
 
 
 def _generators() -> dict[str, tuple[type, Callable[..., Any]]]:
-    from nas.synth import (SynthGqaConfig, SynthNlvr2Config, SynthPretrainConfig, SynthReferConfig,
-                           SynthScanConfig, SynthVqaConfig, generate_gqa, generate_nlvr2, generate_pretrain,
-                           generate_refer, generate_scan, generate_vqa)
+    from nas.synth import (SynthClevrRefConfig, SynthGqaConfig, SynthNlvr2Config, SynthPretrainConfig,
+                           SynthReferConfig, SynthScanConfig, SynthVqaConfig, generate_clevr_ref, generate_gqa,
+                           generate_nlvr2, generate_pretrain, generate_refer, generate_scan, generate_vqa)
 
     return {"vqa": (SynthVqaConfig, generate_vqa), "vgd": (SynthReferConfig, generate_refer),
             "itm": (SynthScanConfig, generate_scan), "gqa": (SynthGqaConfig, generate_gqa),
-            "nlvr2": (SynthNlvr2Config, generate_nlvr2), "pretrain": (SynthPretrainConfig, generate_pretrain)}
+            "nlvr2": (SynthNlvr2Config, generate_nlvr2), "pretrain": (SynthPretrainConfig, generate_pretrain),
+            "clevr_ref": (SynthClevrRefConfig, generate_clevr_ref)}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

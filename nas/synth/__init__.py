@@ -31,3 +31,8 @@ __all__ += ["SynthNlvr2Config", "SynthNlvr2Summary", "generate_nlvr2"]
 from nas.synth.pretrain_writer import SynthPretrainConfig, SynthPretrainSummary, generate_pretrain  # noqa: E402
 
 __all__ += ["SynthPretrainConfig", "SynthPretrainSummary", "generate_pretrain"]
+
+# CLEVR-Ref+ scenes (with object masks), refexps with programs and IEP's HDF5 files; see clevr_ref_writer.py.
+from nas.synth.clevr_ref_writer import SynthClevrRefConfig, SynthClevrRefSummary, generate_clevr_ref  # noqa: E402
+
+__all__ += ["SynthClevrRefConfig", "SynthClevrRefSummary", "generate_clevr_ref"]
