@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nas.masks import cell_coverage
 from nas.rle import encode_rle
 from nas.synth.features import Prototypes, _activate, _unit
 from nas.synth.world import ATTRIBUTES, Scene
 
-__all__ = ["DIRECTIONS", "RELATION_EPS", "RenderedScene", "cell_edges", "cell_coverage", "grid_features",
-           "render_scene"]
+__all__ = ["DIRECTIONS", "RELATION_EPS", "RenderedScene", "grid_features", "render_scene"]
 
 # Camera-frame unit vectors: x grows to the right, y towards the camera, z upwards.
 DIRECTIONS = {"left": [-1.0, 0.0, 0.0], "right": [1.0, 0.0, 0.0], "front": [0.0, 1.0, 0.0],
@@ -96,20 +96,6 @@ def render_scene(scene: Scene, split: str, image_index: int, rng: np.random.Gene
         "obj_mask": {str(i + 1): encode_rle(labels == i) for i in range(len(objects))},
     }
     return RenderedScene(record, labels, tuple(attributes))
-
-
-def cell_edges(size: int, cells: int) -> np.ndarray:
-    """Pixel boundaries of ``cells`` equal cells along an image side of ``size`` pixels."""
-    return np.round(np.linspace(0, size, cells + 1)).astype(np.int64)
-
-
-def cell_coverage(mask: np.ndarray, grid: int) -> np.ndarray:
-    """The share of each cell of a ``grid x grid`` map that ``mask`` (H, W) covers, (grid, grid) float32."""
-    height, width = mask.shape
-    ys, xs = cell_edges(height, grid), cell_edges(width, grid)
-    sums = np.add.reduceat(np.add.reduceat(mask.astype(np.float64), ys[:-1], axis=0), xs[:-1], axis=1)
-    areas = np.diff(ys)[:, None] * np.diff(xs)[None, :]
-    return (sums / areas).astype(np.float32)
 
 
 def grid_features(rendered: RenderedScene, protos: Prototypes, grid: int, noise: float,

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from nas.errors import UserError
+from nas.masks import cell_coverage
 from nas.rle import decode_rle
 from nas.synth import SynthClevrRefConfig, generate_clevr_ref
 from nas.synth.clevr_ref_iep import iep_tokenize, program_tokens, resize_mask
 from nas.synth.clevr_ref_refexps import RELATION_WORDS, run_program
-from nas.synth.clevr_ref_scenes import cell_coverage
 from nas.synth.clevr_ref_writer import SPLITS, features_path, refexps_path, scenes_path
 
 CONFIG = SynthClevrRefConfig(seed=2, train_images=8, val_images=4, grid=8, feature_dim=16)
