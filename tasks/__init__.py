@@ -6,3 +6,4 @@ from tasks.itm import task as _itm  # noqa: F401
 from tasks.pretrain import task as _pretrain  # noqa: F401
 from tasks.nlvr2 import task as _nlvr2  # noqa: F401
 from tasks.vgd import task as _vgd  # noqa: F401
+from tasks.clevr_ref import task as _clevr_ref  # noqa: F401

@@ -13,7 +13,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="score a results file with the task's official metric",
         description="Score a results file with the task's official metric, computed exactly as the official "
                     "evaluator does.\n\nexample:\n  nas evaluate --task vqa --questions Q.json --annotations A.json "
-                    "--results R.json", formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "--results R.json", formatter_class=argparse.RawDescriptionHelpFormatter,
+        conflict_handler="resolve")  # tasks may share an option (--results: vqa, clevr_ref); the last one is shown
     parser.add_argument("--task", required=True, help="registered task, e.g. vqa")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     for name in TASKS.names():

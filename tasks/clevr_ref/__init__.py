@@ -1,0 +1,1 @@
+"""CLEVR-Ref+ referring-expression segmentation over IEP grid features (see task.py)."""
