@@ -39,7 +39,8 @@ class ClevrRefDataset(Dataset):
         images, channels, rows, cols = features.shape
         self.grid = (rows, cols)
         # (I, H*W, C): cell (r, c) is region r*W + c, as cell_boxes orders the boxes.
-        self.features = torch.from_numpy(np.ascontiguousarray(features.reshape(images, channels, -1).transpose(0, 2, 1)))
+        cells = features.reshape(images, channels, -1).transpose(0, 2, 1)
+        self.features = torch.from_numpy(np.ascontiguousarray(cells))
         self.boxes = torch.from_numpy(cell_boxes(rows, cols, MASK_HEIGHT, MASK_WIDTH))  # (H*W, 4)
         self.image_index = torch.tensor([r.image_index for r in refexps], dtype=torch.int64)
         self.refexp_index = torch.tensor([r.index for r in refexps], dtype=torch.int64)

@@ -56,7 +56,8 @@ def test_predictions_upsample_the_cell_logits(task: ClevrRefTask) -> None:
     assert x == 0 and y == 0 and 30 <= w <= 60 and 20 <= h <= 40  # about the cell's 60 x 40 pixels
 
 
-def test_search_retrain_and_evaluate_on_the_builtin_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_search_retrain_and_evaluate_on_the_builtin_data(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                        one_thread: None) -> None:
     from nas.cli.main import main
 
     smoke = ["--config", "smoke", "--quiet", "task.synth_size=tiny", f"task.cache_dir={tmp_path / 'cache'}"]
