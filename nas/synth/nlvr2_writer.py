@@ -22,7 +22,7 @@ the seed and atomic, like the other synthetic writers.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -60,6 +60,9 @@ class SynthNlvr2Config:
     pairs_per_set: int = 4  # each sentence of a set is labelled against every pair of it
     sentences_per_set: int = 2
     phrase_attributes: int = 2  # a statement describes objects by 1..this many attributes ("red cube": 2)
+    # The statement families drawn from (FAMILIES); the existential ones alone (side_exist,
+    # both_exist, one_exist) ask for no exact count.
+    families: list[str] = field(default_factory=lambda: list(FAMILIES))
     # A set's pairs are edits of its first pair, as NLVR2's images of a set come from one search
     # query: each later image changes the colour, shape or material of 1..set_edits objects of the
     # first pair's image on its side. 0 draws every image independently.
@@ -81,6 +84,8 @@ class SynthNlvr2Config:
             ("sentences_per_set", 1 <= self.sentences_per_set <= 6, "in 1..6"),
             ("phrase_attributes", 1 <= self.phrase_attributes <= 4, "in 1..4"),
             ("set_edits", self.set_edits >= 0, ">= 0"),
+            ("families", bool(self.families) and set(self.families) <= set(FAMILIES)
+             and len(set(self.families)) == len(self.families), f"distinct names from {', '.join(FAMILIES)}"),
             ("max_distractors", self.max_distractors >= 0, ">= 0"),
         ]
         check_fields(self, checks + scene_checks(self))
@@ -131,10 +136,10 @@ def _statement(family: str, attrs: dict[str, str], side: str, number: int) -> tu
     raise ValueError(f"unknown family {family!r}")
 
 
-def _draw_statement(rng: np.random.Generator, pairs: list[tuple[Scene, Scene]], phrase_attributes: int
-                    ) -> tuple[str, str, list[bool]]:
+def _draw_statement(rng: np.random.Generator, pairs: list[tuple[Scene, Scene]], phrase_attributes: int,
+                    families: list[str]) -> tuple[str, str, list[bool]]:
     """One random statement about the objects of the set: (family, sentence, truth per pair)."""
-    family = FAMILIES[int(rng.integers(len(FAMILIES)))]
+    family = families[int(rng.integers(len(families)))]
     left, right = pairs[int(rng.integers(len(pairs)))]
     scene = left if rng.random() < 0.5 else right
     obj = scene.objects[int(rng.integers(len(scene.objects)))]
@@ -153,7 +158,7 @@ def _sentences(config: SynthNlvr2Config, rng: np.random.Generator, pairs: list[t
     half = {config.pairs_per_set // 2, (config.pairs_per_set + 1) // 2}
     chosen: list[tuple[str, str, list[bool]]] = []
     for _ in range(_SENTENCE_TRIES):
-        family, sentence, truth = _draw_statement(rng, pairs, config.phrase_attributes)
+        family, sentence, truth = _draw_statement(rng, pairs, config.phrase_attributes, config.families)
         if sum(truth) in half and all(sentence != s for _, s, _ in chosen):
             chosen.append((family, sentence, truth))
             if len(chosen) == config.sentences_per_set:

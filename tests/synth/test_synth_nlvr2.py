@@ -115,6 +115,16 @@ def test_phrase_attributes_bounds_the_descriptions(tmp_path: Path) -> None:
         assert len(named) == 1, example.sentence  # one attribute: "red thing", "cubes", "metal thing"
 
 
+def test_families_limit_the_statements_drawn(tmp_path: Path) -> None:
+    config = SynthNlvr2Config(train_sets=8, dev_sets=1, test1_sets=1, feature_dim=8,
+                              families=["both_exist", "one_exist"])
+    summary = generate_nlvr2(tmp_path / "two", config, progress=False)
+    assert summary.families["both_exist"] > 0 and summary.families["one_exist"] > 0
+    assert sum(summary.families.values()) == summary.families["both_exist"] + summary.families["one_exist"]
+    sentences = {e.sentence for e in read_annotations(annotations_path(summary.root, "train"))}
+    assert all(s.startswith(("Both images contain a ", "Exactly one image contains a ")) for s in sentences)
+
+
 def test_later_pairs_of_a_set_are_edits_of_its_first(dataset: Path) -> None:
     scenes = json.loads((dataset / "synth_meta.json").read_text())["scenes"]
     for set_id in range(12):
@@ -133,3 +143,7 @@ def test_bad_settings_are_one_line_errors() -> None:
         SynthNlvr2Config(pairs_per_set=1)
     with pytest.raises(UserError, match=r"SynthNlvr2Config.phrase_attributes=0: must be in 1..4"):
         SynthNlvr2Config(phrase_attributes=0)
+    with pytest.raises(UserError, match=r"SynthNlvr2Config.families=\['count'\]: must be distinct names from side_exist, "):
+        SynthNlvr2Config(families=["count"])
+    with pytest.raises(UserError, match=r"SynthNlvr2Config.families=\['more', 'more'\]: must be distinct"):
+        SynthNlvr2Config(families=["more", "more"])
