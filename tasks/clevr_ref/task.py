@@ -76,6 +76,9 @@ class ClevrRefConfig:
     eval_split: str = "val"
     test_split: str = "val"  # CLEVR-Ref+'s labelled splits are train and val; its results file is written
     max_tokens: int = 24
+    # Weight of the foreground term of the per-cell BCE. Above 1 a cell lights up (logit > 0) at a smaller
+    # covered share, so a referent the model is unsure of is still segmented rather than left out.
+    positive_weight: float = 1.0
     word_vectors: str | None = None
     flat_mlp: int = 512
     dropout: float = 0.1
@@ -105,6 +108,8 @@ class ClevrRefTask(Task):
     def __init__(self, config: ClevrRefConfig, run_dir: Path, progress: bool = True) -> None:
         super().__init__(config, run_dir, progress)
         self.check_max_images()
+        if not self.config.positive_weight > 0:
+            raise UserError(f"task.positive_weight={self.config.positive_weight}: must be > 0")
         self.scenes: dict[str, list[ClevrScene]] = {}
         self.refexps: dict[str, dict[int, Refexp]] = {}  # split -> refexp index -> expression
         self.family_names: dict[int, str] = {}
@@ -171,7 +176,9 @@ class ClevrRefTask(Task):
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # outputs: (B, N) cell logits; per expression the mean over cells, summed over the batch
-        return F.binary_cross_entropy_with_logits(outputs, batch["target"], reduction="none").mean(1).sum()
+        weight = torch.tensor(self.config.positive_weight, device=outputs.device)
+        return F.binary_cross_entropy_with_logits(outputs, batch["target"], pos_weight=weight,
+                                                  reduction="none").mean(1).sum()
 
     def predict(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         rows = outputs.shape[0]

@@ -79,3 +79,17 @@ def test_search_retrain_and_evaluate_on_the_builtin_data(tmp_path: Path, capsys:
     scores = json.loads(capsys.readouterr().out)
     assert scores["cumulative_iou"] == pytest.approx(summary["final"]["cumulative_iou"], abs=1e-4)
     assert scores["accuracy"] == pytest.approx(summary["final"]["accuracy"], abs=1e-4)
+
+
+def test_the_loss_is_cell_bce_with_a_foreground_weight(tmp_path: Path) -> None:
+    from nas.errors import UserError
+
+    target = torch.tensor([[0.0, 0.5, 1.0, 1.0]])
+    batch = {"target": target}
+    for weight in (1.0, 3.0):
+        task = ClevrRefTask(ClevrRefConfig(positive_weight=weight), tmp_path, progress=False)
+        # At logit 0 each cell costs ln 2 * (weight * t + 1 - t); the cells are averaged.
+        expected = float(np.log(2) * (weight * target + 1 - target).mean())
+        assert task.loss(torch.zeros(1, 4), batch).item() == pytest.approx(expected)
+    with pytest.raises(UserError, match="task.positive_weight=0.0: must be > 0"):
+        ClevrRefTask(ClevrRefConfig(positive_weight=0.0), tmp_path, progress=False)
