@@ -29,10 +29,13 @@ class ClevrRefDataset(Dataset):
         tokens: (R, T) token ids in expression order.
         features: (I, C, H, W) grid features of the split, row = image index.
         coverage: per image index, (objects, H*W) cell coverage of each object (``object_coverage``).
+        programs: (R, P) prefix-order program-token ids (``tasks/clevr_ref/programs.py``), or None.
+        program_known: (R,) whether each ground-truth program may be used; None = all of them.
     """
 
     def __init__(self, split: str, refexps: list[Refexp], tokens: np.ndarray, features: np.ndarray,
-                 coverage: dict[int, np.ndarray]) -> None:
+                 coverage: dict[int, np.ndarray], programs: np.ndarray | None = None,
+                 program_known: np.ndarray | None = None) -> None:
         self.split = split
         self.refexps = refexps
         self.tokens = torch.from_numpy(tokens)
@@ -47,6 +50,9 @@ class ClevrRefDataset(Dataset):
         # Masks are disjoint, so the covered share of the union is the sum of the objects' shares.
         self.targets = torch.from_numpy(np.stack([coverage[r.image_index][list(r.output)].sum(0) for r in refexps])
                                         if refexps else np.zeros((0, rows * cols), np.float32)).clamp_(0.0, 1.0)
+        self.programs = torch.from_numpy(programs if programs is not None else np.zeros((len(refexps), 0), np.int64))
+        self.program_known = (torch.from_numpy(np.asarray(program_known, bool)) if program_known is not None
+                              else torch.ones(len(refexps), dtype=torch.bool))
 
     @property
     def feature_dim(self) -> int:
@@ -69,6 +75,8 @@ class ClevrRefDataset(Dataset):
             "target": self.targets[index],  # (B, N) covered share of each cell
             "refexp": self.refexp_index[index],  # (B,) position in the refexps file
             "image_index": images,  # (B,)
+            "program": self.programs[index],  # (B, P) <START> prefix-order program tokens <END>, <NULL>-padded
+            "program_known": self.program_known[index],  # (B,) bool: the program may be used (IEP's "a few")
         }
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

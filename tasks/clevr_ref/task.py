@@ -17,6 +17,14 @@ Interface for the search spaces (what a batch holds): the H x W feature map beco
     target       (B, N)     the share of each cell that the referred objects' masks cover
     refexp       (B,)       the expression's position in the refexps file
     image_index  (B,)
+    program      (B, P)     the ground-truth program: <START>, prefix-order program-token ids, <END>,
+                            <NULL>-padded (IEP-Ref's program vocabulary, ``tasks/clevr_ref/programs.py``)
+    program_known (B,)      bool: the program may be used (the first ``task.num_programs`` training
+                            expressions when set, IEP's "a few ground-truth programs"; every one in eval)
+
+``prepare``'s meta is a ``ClevrRefMeta``: the program vocabulary (built from the training split's
+programs) and the longest training program's length, for spaces that execute programs
+(``modules``); other spaces ignore both.
 
 The head (``GridMaskHead``) gives one foreground logit per cell, (B, N); any other model for
 this task must return the same. The loss is BCE against ``target`` (mean over cells, summed over
@@ -31,7 +39,7 @@ mask_rle, box}`` per expression and is scored by ``nas evaluate --task clevr_ref
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +59,12 @@ from nas.text import Tokenizer, encode, load_or_build_vocab, word_vector_tensor
 from tasks.clevr_ref.dataset import ClevrRefDataset, object_coverage
 from tasks.clevr_ref.features import read_grid_features
 from tasks.clevr_ref.head import GridMaskHead
+from tasks.clevr_ref.programs import encode_programs, program_vocab, to_prefix_tokens
 from tasks.clevr_ref.refexps import Refexp, read_refexps
 from tasks.clevr_ref.results import evaluate_results_files, score_predictions, write_results
 from tasks.clevr_ref.scenes import MASK_HEIGHT, MASK_WIDTH, ClevrScene, read_scenes
 
-__all__ = ["ClevrRefConfig", "ClevrRefTask", "SPLITS", "SYNTH_SIZES"]
+__all__ = ["ClevrRefConfig", "ClevrRefMeta", "ClevrRefTask", "SPLITS", "SYNTH_SIZES"]
 
 SPLITS = ("train", "val")
 
@@ -85,6 +94,18 @@ class ClevrRefConfig:
     synth_size: str = "default"
     synth_seed: int = 0
     max_images: int | None = None  # keep only the expressions of each split's first N images
+    # Ground-truth programs a model may learn from: those of the first N training expressions (IEP-Ref's
+    # program generator is trained on a few); null = every one. Evaluation splits always have theirs.
+    num_programs: int | None = None
+
+
+@dataclass
+class ClevrRefMeta(TaskMeta):
+    """TaskMeta plus the program vocabulary (IEP's program_token_to_idx) and the longest training
+    program's length with <START> and <END> (a program generator's decoding length)."""
+
+    program_vocab: dict[str, int] = field(default_factory=dict)
+    program_length: int = 0
 
 
 def scenes_file(root: Path, split: str) -> Path:
@@ -110,6 +131,8 @@ class ClevrRefTask(Task):
         self.check_max_images()
         if not self.config.positive_weight > 0:
             raise UserError(f"task.positive_weight={self.config.positive_weight}: must be > 0")
+        if self.config.num_programs is not None and self.config.num_programs < 0:
+            raise UserError(f"task.num_programs={self.config.num_programs}: must be >= 0 (or null for every one)")
         self.scenes: dict[str, list[ClevrScene]] = {}
         self.refexps: dict[str, dict[int, Refexp]] = {}  # split -> refexp index -> expression
         self.family_names: dict[int, str] = {}
@@ -146,6 +169,10 @@ class ClevrRefTask(Task):
         tokenizer = Tokenizer()
         tokens = {name: tokenizer(r.refexp for r in self.refexps[name].values()) for name in names}
         vocab = load_or_build_vocab(self.run_dir / "vocab.json", (t for ts in tokens.values() for t in ts))
+        programs = program_vocab(r.program for r in self.refexps["train"].values())
+        lengths = {name: max((len(to_prefix_tokens(r.program)) for r in self.refexps[name].values()), default=0)
+                   for name in names}
+        width = 2 + max(lengths.values())  # every loaded program fits: <START> + tokens + <END>
         datasets: dict[str, Dataset] = {}
         shapes = set()
         for name in dict.fromkeys(splits):
@@ -158,16 +185,22 @@ class ClevrRefTask(Task):
             shapes.add(features.shape[1:])
             coverage = object_coverage(self.scenes[name], features.shape[2], features.shape[3],
                                        {items[i].image_index for i in chosen})
+            known = np.ones(len(chosen), bool)
+            if name == self.config.train_split and self.config.num_programs is not None:
+                known[self.config.num_programs:] = False
             datasets[name] = ClevrRefDataset(name, [items[i] for i in chosen],
                                              encode([tokens[name][i] for i in chosen], vocab, self.config.max_tokens),
-                                             features, coverage)
+                                             features, coverage,
+                                             encode_programs([items[i].program for i in chosen], programs, width),
+                                             known)
         if len(shapes) > 1:
             raise UserError(f"{root / 'features'}: the splits' grid features differ in shape (C, H, W): "
                             f"{sorted(shapes)}")
         channels, rows, cols = shapes.pop()
         self.grid = (rows, cols)
-        meta = TaskMeta(vocab_size=len(vocab), feature_dim=channels, num_outputs=1,
-                        word_vectors=word_vector_tensor(self.config.word_vectors, vocab))
+        meta = ClevrRefMeta(vocab_size=len(vocab), feature_dim=channels, num_outputs=1,
+                            word_vectors=word_vector_tensor(self.config.word_vectors, vocab), program_vocab=programs,
+                            program_length=2 + lengths["train"])
         return TaskData(splits=datasets, meta=meta, info={"data_dir": str(root), "builtin": builtin})
 
     # ---------------------------------------------------------------- model
