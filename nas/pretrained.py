@@ -11,6 +11,10 @@ Each task builds its own token vocabulary, so word-embedding rows are copied by 
 a word in both vocabularies gets its pre-trained row, a word only the new task has keeps its
 initial one. The vocabularies are the ``vocab.json`` of the two run directories (the
 checkpoint's is ``<run>/checkpoints/<name>.pt``, as ``nas submit`` finds it).
+A network that is not embedding + backbone + head names what is copied in ``init_prefixes`` (the
+``modules`` space: its program generator and execution engine), and a space's Config may name
+settings that change no weight in ``weightless_keys`` (its training stage), so one stage's
+checkpoint starts the next.
 """
 
 from __future__ import annotations
@@ -58,9 +62,10 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
     _check_same_network(path, state, genotype, config)
     saved = state["model"]
     own = model.state_dict()
+    prefixes = tuple(getattr(model, "init_prefixes", TRANSFERRED))
     embeddings = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Embedding)
-                  and name.startswith(TRANSFERRED)}
-    keys = [key for key in own if key.startswith(TRANSFERRED)]
+                  and name.startswith(prefixes)}
+    keys = [key for key in own if key.startswith(prefixes)]
     missing = [key for key in keys if key not in saved]
     if missing:
         raise UserError(f"{path}: has no weights for {len(missing)} parameter(s) of this network "
@@ -97,8 +102,8 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
                 answers_copied = len(here)
     report = InitReport(copied, len(pooler), answers_copied, total_answers,
                         len(rows[0]) if rows is not None else 0, words)
-    log.info("train.init: %d embedding and backbone tensors and %d head pooling tensors from %s; word rows by "
-             "token: %d of %d (%.1f%%) of this run's vocabulary", report.tensors, report.pooler, path,
+    log.info("train.init: %d embedding and backbone (or init_prefixes) tensors and %d head pooling tensors from %s; "
+             "word rows by token: %d of %d (%.1f%%) of this run's vocabulary", report.tensors, report.pooler, path,
              report.words_copied, report.words,
              100.0 * report.words_copied / max(report.words, 1))
     if report.answers:
@@ -124,8 +129,9 @@ def _check_same_network(path: Path, state: dict[str, Any], genotype: Genotype, c
     if not isinstance(saved_space, dict):
         raise UserError(f"{path}: its 'config' has no space section")
     space = config_to_dict(config)["space"]
+    weightless = _WEIGHTLESS_SPACE_KEYS | set(getattr(config.space, "weightless_keys", ()))
     for key in sorted(set(saved_space) | set(space)):
-        if key not in _WEIGHTLESS_SPACE_KEYS and saved_space.get(key) != space.get(key):
+        if key not in weightless and saved_space.get(key) != space.get(key):
             raise UserError(f"{path}: pre-trained with space.{key}={shown(saved_space.get(key))}, this run has "
                             f"space.{key}={shown(space.get(key))}; the weights only fit the same space settings")
 

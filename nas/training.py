@@ -29,7 +29,7 @@ from nas.text_cache import caching_text
 
 __all__ = ["start_run", "seed_everything", "resolve_device", "resolve_precision", "make_optimizer", "lr_for_epoch",
            "set_lr", "Trainer", "DivergenceError", "predict", "count_parameters", "format_count", "rng_state",
-           "set_rng_state", "restore_rng_states", "StopRequested", "stop_at_step_boundary"]
+           "set_rng_state", "restore_rng_states", "StopRequested", "stop_at_step_boundary", "with_auxiliary_loss"]
 
 _CHOICES = {"schedule": ("step", "cosine"), "precision": ("auto", "fp32", "bf16", "fp16"), "compile": COMPILE_MODES}
 
@@ -208,7 +208,7 @@ class Trainer:
                 before_step(done.steps)
             batch = move_batch(batch, self.device)
             with self.autocast():
-                loss = self.task.loss(self.forward(batch), batch)
+                loss = with_auxiliary_loss(self.model, self.task.loss(self.forward(batch), batch))
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             micro += 1
             pending_loss += float(loss.detach())
@@ -275,6 +275,17 @@ class Trainer:
             if state.get("ema") is None:
                 raise UserError(f"{source}: was trained without train.ema_decay; resume it with ema_decay=0")
             self.ema.load_state_dict(state["ema"])
+
+
+def with_auxiliary_loss(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """``loss`` plus the model's own training loss of the forward just run, when it has one.
+
+    A model may define ``auxiliary_loss()`` returning a tensor summed over the batch's samples, like
+    the task loss, or None (e.g. the ``modules`` space's program-generator and REINFORCE losses).
+    """
+    extra = getattr(getattr(model, "module", model), "auxiliary_loss", None)  # DistributedDataParallel: .module
+    value = extra() if extra is not None else None
+    return loss if value is None else loss + value.to(loss.dtype)
 
 
 class EpochProgress:
