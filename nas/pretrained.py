@@ -102,8 +102,9 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
                 answers_copied = len(here)
     report = InitReport(copied, len(pooler), answers_copied, total_answers,
                         len(rows[0]) if rows is not None else 0, words)
-    log.info("train.init: %d embedding and backbone (or init_prefixes) tensors and %d head pooling tensors from %s; "
-             "word rows by token: %d of %d (%.1f%%) of this run's vocabulary", report.tensors, report.pooler, path,
+    parts = "embedding and backbone" if prefixes == TRANSFERRED else "/".join(p.rstrip(".") for p in prefixes)
+    log.info("train.init: %d %s tensors and %d head pooling tensors from %s; word rows by "
+             "token: %d of %d (%.1f%%) of this run's vocabulary", report.tensors, parts, report.pooler, path,
              report.words_copied, report.words,
              100.0 * report.words_copied / max(report.words, 1))
     if report.answers:
