@@ -102,7 +102,8 @@ class ExecutionEngine(nn.Module):
             rows, cols = grid.shape[2:]
             ys = torch.linspace(-1, 1, rows, device=grid.device, dtype=grid.dtype).view(1, 1, rows, 1)
             xs = torch.linspace(-1, 1, cols, device=grid.device, dtype=grid.dtype).view(1, 1, 1, cols)
-            grid = torch.cat([grid, xs.expand(grid.shape[0], 1, rows, cols), ys.expand(grid.shape[0], 1, rows, cols)], 1)
+            count = grid.shape[0]
+            grid = torch.cat([grid, xs.expand(count, 1, rows, cols), ys.expand(count, 1, rows, cols)], 1)
         stem = self.stem(grid)  # (B, D, H, W)
         results = self.execute(stem, programs)
         return self.classifier(results).flatten(1)  # (B, H*W)
