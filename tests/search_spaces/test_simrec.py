@@ -211,8 +211,8 @@ def test_each_one_shot_strategy_trains_the_supernet(name: str) -> None:
 
 
 def test_search_and_retrain_on_builtin_clevr_ref(tmp_path: Path) -> None:
-    smoke = ["--config", "smoke", "--quiet", "task.synth_size=tiny", "train.threads=1",
-             f"task.cache_dir={tmp_path / 'cache'}"]
+    # The session's cache (tests/conftest.py): the tiny data is generated once for every clevr_ref test.
+    smoke = ["--config", "smoke", "--quiet", "task.synth_size=tiny", "train.threads=1"]
     search, retrain = tmp_path / "search", tmp_path / "retrain"
     # smoke.yaml's space.enc_blocks/dec_blocks/relation_dim belong to mmnas and are dropped for simrec.
     assert main(["search", "--task", "clevr_ref", "--space", "simrec", "--strategy", "darts", "--out", str(search),
