@@ -184,6 +184,27 @@ def test_fixed_genotypes_build_only_their_ops_and_run_the_task_head() -> None:
         assert unused == []
 
 
+def test_whole_model_on_padded_regions_with_the_grounding_head() -> None:
+    from tasks.vgd.head import GroundingHead
+
+    space = tiny_space()
+    model = space.build_model(META, GroundingHead(H, 8, 0.0), fixed_block_factory(space.prior())).eval()
+    data = {**batch(), "boxes": torch.rand(2, ROWS * COLS, 4, generator=torch.Generator().manual_seed(2)) * 30,
+            "num_regions": torch.tensor([ROWS * COLS, 5])}
+    with torch.no_grad():
+        scores, deltas = model(data)
+        assert scores.shape == (2, ROWS * COLS) and deltas.shape == (2, ROWS * COLS, 4)
+        padded = {**data, "features": data["features"].clone()}
+        padded["features"][1, 5:] += 5.0  # what the padded regions hold changes no real region's score
+        torch.testing.assert_close(model(padded)[0][:, :5], scores[:, :5])
+        # The backbone's two halves (what the text cache calls) give its forward.
+        text, text_keep, image, image_keep = model.embedding(data["tokens"], data["features"], data["boxes"],
+                                                             data["num_regions"], data["image_size"])
+        encoded = model.backbone.encode_text(text, text_keep)
+        torch.testing.assert_close(model.backbone.decode_image(image, image_keep, encoded, text_keep, data["boxes"]),
+                                   model.backbone(text, text_keep, image, image_keep, data["boxes"])[1])
+
+
 STRATEGIES = {"mmnas": (MmnasStrategy, MmnasStrategyConfig()), "darts": (DartsStrategy, DartsConfig()),
               "gdas": (GdasStrategy, GdasConfig()), "spos": (SposStrategy, SposConfig())}
 
