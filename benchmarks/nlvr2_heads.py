@@ -143,23 +143,40 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--curriculum", type=int, default=0, metavar="STEPS",
+                        help="first train the named_row problem for STEPS steps, then --head on the pairs, "
+                             "keeping the backbone and the pooling")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    named_row = args.head == "named_row"
     with tempfile.TemporaryDirectory() as run_dir:
         task = Nlvr2Task(Nlvr2Config(data_dir=args.data), Path(run_dir), progress=False)
         data = task.prepare(["train", "dev"])
     families = json.loads((Path(args.data) / "synth_meta.json").read_text())["families"]
+    rng = np.random.default_rng(args.seed)
+    model = None
+    phases = ([("named_row", args.curriculum)] if args.curriculum else []) + [(args.head, args.steps)]
+    for head_name, steps in phases:
+        head = build_head(head_name)
+        if model is None:
+            model = build_model(args.space, data.meta, head)
+        else:  # the curriculum's second phase: same backbone, the pooling carried over
+            head.load_state_dict({k: v for k, v in model.head.state_dict().items()
+                                  if not k.startswith("classifier.")}, strict=False)
+            model.head = head
+        train_phase(task, data, families, model, head_name, steps, rng, args)
+
+
+def train_phase(task: Nlvr2Task, data, families: dict[str, str], model: nn.Module, head_name: str, steps: int,
+                rng: np.random.Generator, args: argparse.Namespace) -> None:
+    named_row = head_name == "named_row"
     train, dev = data.splits["train"], data.splits["dev"]
     train_keep, train_sides = selection(task, train, families, named_row)
     dev_keep, dev_sides = selection(task, dev, families, named_row)
-    print(f"{args.head} head, {args.space}: {len(train_keep)} training and {len(dev_keep)} dev examples", flush=True)
-    model = build_model(args.space, data.meta, build_head(args.head))
+    print(f"{head_name} head, {args.space}: {len(train_keep)} training and {len(dev_keep)} dev examples", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
-    rng = np.random.default_rng(args.seed)
     started = time.time()
-    for step in range(1, args.steps + 1):
+    for step in range(1, steps + 1):
         pick = rng.integers(len(train_keep), size=args.batch_size)
         batch = batch_of(train, train_keep[pick], train_sides[pick], named_row)
         loss = F.binary_cross_entropy_with_logits(model(batch).reshape(-1), batch["label"])
@@ -170,7 +187,6 @@ def main() -> None:
             print(f"step {step} ({time.time() - started:.0f} s): loss {loss.item():.3f}, "
                   f"train {accuracy(model, train, train_keep, train_sides, named_row, 640):.1f}, "
                   f"dev {accuracy(model, dev, dev_keep, dev_sides, named_row, 1500):.1f}", flush=True)
-
 
 if __name__ == "__main__":
     main()
