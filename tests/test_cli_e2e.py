@@ -12,6 +12,7 @@ import torch
 from nas.checkpoint import load_checkpoint
 from nas.cli.main import main
 from nas.genotype import load_genotype
+from nas.registry import TASKS
 
 SMOKE = ["--config", "smoke", "--quiet", "train.threads=1"]
 
@@ -97,7 +98,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     cases = [
         (["retrain", "--genotype", str(tmp_path / "missing.json")], "missing.json: genotype file not found"),
         (["search", "--config", "smoke", "train.epochz=1"], "unknown key 'train.epochz'"),
-        (["search", "--task", "vqq"], "unknown task 'vqq'. Available: gqa, itm, nlvr2, pretrain, vgd, vqa"),
+        (["search", "--task", "vqq"], f"unknown task 'vqq'. Available: {', '.join(sorted(TASKS.names()))}"),
         (["search", "--config", str(tmp_path / "nope.yaml")], "nope.yaml: config file not found"),
         (["search", "--out", str(tmp_path / "fresh"), "--resume"], "config.yaml: not found"),
     ]
@@ -118,6 +119,11 @@ def test_help_explains_each_command() -> None:
         result = run_cli(*command, "--help")
         assert result.returncode == 0 and "usage: nas" in result.stdout
     assert "train.epochs=3" in run_cli("search", "--help").stdout
+    # An option two tasks share is defined once and explains both tasks' files.
+    evaluate = " ".join(run_cli("evaluate", "--help").stdout.split())
+    assert evaluate.count("--results RESULTS ") == 1
+    assert "{refexp_index, image_index, mask_rle, box}; --task vqa: results JSON: a list of {question_id, answer}" \
+        in evaluate
 
 
 def test_data_synth_writes_the_released_layout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

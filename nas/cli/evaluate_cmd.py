@@ -13,14 +13,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="score a results file with the task's official metric",
         description="Score a results file with the task's official metric, computed exactly as the official "
                     "evaluator does.\n\nexample:\n  nas evaluate --task vqa --questions Q.json --annotations A.json "
-                    "--results R.json", formatter_class=argparse.RawDescriptionHelpFormatter,
-        conflict_handler="resolve")  # tasks may share an option (--results: vqa, clevr_ref); the last one is shown
+                    "--results R.json", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, help="registered task, e.g. vqa")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     for name in TASKS.names():
         group = parser.add_argument_group(f"--task {name}")
-        TASKS.get(name).add_evaluate_arguments(group)
+        TASKS.get(name).add_evaluate_arguments(_SharedOptions(parser, group, name))
     parser.set_defaults(handler=run)
+
+
+class _SharedOptions:
+    """A task's argument group in which an option that an earlier task already added (``--results``:
+    clevr_ref and vqa) gains this task's help instead of a second, conflicting definition."""
+
+    def __init__(self, parser: argparse.ArgumentParser, group: argparse._ArgumentGroup, task: str) -> None:
+        self._parser, self._group, self._task = parser, group, task
+
+    def add_argument(self, *flags: str, **kwargs) -> argparse.Action:
+        for flag in flags:
+            action = self._parser._option_string_actions.get(flag)
+            if action is not None:
+                action.help = f"{action.help}; --task {self._task}: {kwargs.get('help', '')}"
+                return action
+        return self._group.add_argument(*flags, **kwargs)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -259,7 +259,7 @@ class ClevrRefTask(Task):
         parser.add_argument("--refexps", help="CLEVR-Ref+ refexps JSON (clevr_ref+_{split}_refexps.json)")
         parser.add_argument("--scenes", help="CLEVR-Ref+ scenes JSON with obj_mask (clevr_ref+_{split}_scenes.json); "
                                              "with --results, a list of {refexp_index, image_index, mask_rle, box}")
-        # --results is vqa's option too (the evaluate parser keeps one of the two; both read args.results)
+        # --results is vqa's option too: nas evaluate defines it once, with both tasks' help
         parser.add_argument("--results", help="results JSON: a list of {refexp_index, image_index, mask_rle, box}")
 
     @classmethod
