@@ -58,12 +58,13 @@ def _post(url: str, body: dict) -> dict:
 
 def test_nas_board_serves_genotypes_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     logdir = tmp_path / "board"
+    runs = {path.stem for path in (REPO / "genotypes").glob("*.json")}  # every shipped genotype, any space
+    assert {"mcan", "mmnas_vqa", "mmnas_vgd", "mmnas_itm", "lxr955", "simrec", "iep_ref"} <= runs
     assert main(["board", str(REPO / "genotypes"), "--logdir", str(logdir), "--no-serve"]) == 0
-    assert "wrote 5 run(s)" in capsys.readouterr().out
+    assert f"wrote {len(runs)} run(s)" in capsys.readouterr().out
     assert main(["board", str(REPO / "genotypes"), "--logdir", str(logdir), "--no-serve"]) == 0  # rewrites cleanly
     process, url = start_tensorboard(logdir, "127.0.0.1", 0)
     try:
-        runs = {"mcan", "mmnas_vqa", "mmnas_vgd", "mmnas_itm", "lxr955"}
         assert set(_get(url + "data/runs")) == runs
         images = _get(url + "data/plugin/images/tags")
         assert all(images[run]["architecture/genotype"]["samples"] == 1 for run in runs)  # not duplicated
@@ -80,6 +81,7 @@ def test_nas_board_serves_genotypes_side_by_side(tmp_path: Path, capsys: pytest.
         assert by_run["mmnas_vqa"]["dec.guided_att"] == 6 and by_run["mcan"]["dec.guided_att"] == 6
         assert by_run["mcan"]["enc.self_att"] == 6
         assert by_run["lxr955"]["lang/self.self_att"] == 9 and by_run["lxr955"]["cross/obj_cross.cross_att"] == 5
+        assert by_run["simrec"]["language.lstm_sa"] == 1 and by_run["iep_ref"]["cell.conv3x3"] == 2
     finally:
         process.terminate()
         process.wait(timeout=10)
