@@ -16,18 +16,22 @@ from nas.errors import UserError
 __all__ = ["cell_boxes", "read_grid_features"]
 
 
-def read_grid_features(path: str | Path, num_images: int) -> np.ndarray:
-    """The (num_images, C, H, W) float32 features of one split, read whole into memory."""
+def open_hdf5(path: Path, what: str):
+    """``path`` opened read-only with h5py; a missing or unreadable file is a one-line UserError."""
     import h5py
 
-    path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: feature file not found")
+        raise UserError(f"{path}: {what} not found")
     try:
-        handle = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as error:
         raise UserError(f"{path}: not a readable HDF5 file ({error})") from None
-    with handle:
+
+
+def read_grid_features(path: str | Path, num_images: int) -> np.ndarray:
+    """The (num_images, C, H, W) float32 features of one split, read whole into memory."""
+    path = Path(path)
+    with open_hdf5(path, "feature file") as handle:
         if "features" not in handle:
             raise UserError(f"{path}: no dataset 'features' (found {', '.join(handle.keys()) or 'none'})")
         data = handle["features"]

@@ -15,6 +15,7 @@ import numpy as np
 
 from nas.errors import UserError, described
 from nas.io import read_json
+from tasks.clevr_ref.features import open_hdf5
 
 __all__ = ["ANSWER_SIZE", "read_iep_refexps", "read_iep_vocab"]
 
@@ -26,16 +27,8 @@ _SPECIALS = ("<NULL>", "<START>", "<END>", "<UNK>")
 
 def read_iep_refexps(path: str | Path, with_answers: bool = False) -> dict[str, np.ndarray]:
     """The arrays of an IEP-Ref refexp HDF5 file (``answers`` only when asked: 0.8 MB per row)."""
-    import h5py
-
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: refexp HDF5 file not found")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise UserError(f"{path}: not a readable HDF5 file ({error})") from None
-    with handle:
+    with open_hdf5(path, "refexp HDF5 file") as handle:
         names = ", ".join(handle.keys()) or "none"
         out: dict[str, np.ndarray] = {}
         rows = None
