@@ -29,7 +29,8 @@ from nas.synth.vqa_questions import FAMILIES, FAMILY_ANSWER_TYPES, Question, ann
 from nas.synth.world import Scene, sample_scene
 
 __all__ = ["GENERATOR", "SPLITS", "SynthSummary", "SynthVqaConfig", "VERSION", "VG_ANNOTATIONS", "VG_QUESTIONS",
-           "generate_vqa", "vg_paths"]
+           "build_vqa", "feature_path", "generate_vqa", "image_ids", "image_scene", "vg_paths",
+           "write_image_features"]
 
 GENERATOR = "vlnas-synth-clevr"
 VERSION = 2  # 2: adds the VG_questions.json / VG_annotations.json pair
@@ -104,7 +105,8 @@ def feature_path(root: Path, subtype: str, image_id: int) -> Path:
     return root / "coco_extract" / subtype / f"COCO_{subtype}_{image_id:012d}.jpg.npz"
 
 
-def _image_ids(config: SynthVqaConfig) -> dict[str, list[int]]:
+def image_ids(config: SynthVqaConfig) -> dict[str, list[int]]:
+    """The sorted image ids of each split ("train", "val", "test")."""
     sizes = {"train": config.train_images, "val": config.val_images, "test": config.test_images}
     ids = seeded_rng(config, _STREAM_IDS).choice(_MAX_COCO_ID, size=sum(sizes.values()), replace=False) + 1
     out, start = {}, 0
@@ -142,6 +144,26 @@ def _vg_images(config: SynthVqaConfig) -> frozenset[int]:
     count = math.ceil(round(config.vg_image_share * config.train_images, 9))
     chosen = seeded_rng(config, _STREAM_VG_IMAGES).choice(config.train_images, size=count, replace=False)
     return frozenset(int(i) for i in chosen)
+
+
+def image_scene(config: SynthVqaConfig, split_no: int, index: int) -> Scene:
+    """The scene of the ``index``-th image of split ``split_no`` (0 train, 1 val, 2 test): the same
+    for every writer that shares this config, so other files can describe the VQA images."""
+    return sample_scene(seeded_rng(config, _STREAM_SCENE, split_no, index),
+                        min_objects=config.min_objects, max_objects=config.max_objects,
+                        max_distractors=config.max_distractors,
+                        width=config.image_width, height=config.image_height)
+
+
+def write_image_features(path: Path, scene: Scene, config: SynthVqaConfig, protos: np.ndarray, split_no: int,
+                         index: int) -> None:
+    """Write the bottom-up ``.npz`` of ``image_scene(config, split_no, index)`` to ``path``."""
+    feats = region_features(scene, protos, config.feature_noise,
+                            seeded_rng(config, _STREAM_FEATURES, split_no, index))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same keys, dtypes and (D, N) layout as bottom-up-attention's tools/extract_feat.py.
+    np.savez_compressed(path, x=np.ascontiguousarray(feats.T), bbox=np.asarray(scene.boxes, dtype=np.float32),
+                        num_bbox=len(scene.boxes), image_h=scene.height, image_w=scene.width)
 
 
 @dataclass
@@ -186,18 +208,8 @@ def _write_split(tmp: Path, config: SynthVqaConfig, split_no: int, subtype: str,
     protos = make_prototypes(config.seed, config.feature_dim)
     questions, annotations = [], []
     for index, image_id in enumerate(image_ids):
-        scene = sample_scene(seeded_rng(config, _STREAM_SCENE, split_no, index),
-                             min_objects=config.min_objects, max_objects=config.max_objects,
-                             max_distractors=config.max_distractors,
-                             width=config.image_width, height=config.image_height)
-        feats = region_features(scene, protos, config.feature_noise,
-                                seeded_rng(config, _STREAM_FEATURES, split_no, index))
-        path = feature_path(tmp, subtype, image_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Same keys, dtypes and (D, N) layout as bottom-up-attention's tools/extract_feat.py.
-        np.savez_compressed(path, x=np.ascontiguousarray(feats.T),
-                            bbox=np.asarray(scene.boxes, dtype=np.float32),
-                            num_bbox=len(scene.boxes), image_h=scene.height, image_w=scene.width)
+        scene = image_scene(config, split_no, index)
+        write_image_features(feature_path(tmp, subtype, image_id), scene, config, protos, split_no, index)
         q_rng = seeded_rng(config, _STREAM_QUESTIONS, split_no, index)
         asked = set()
         for k, q in enumerate(generate_questions(scene, config.questions_per_image, q_rng)):
@@ -234,7 +246,7 @@ def _write_vg(tmp: Path, vg: _VgQuestions) -> None:
 
 
 def _build(tmp: Path, config: SynthVqaConfig, progress: bool) -> SynthSummary:
-    ids = _image_ids(config)
+    ids = image_ids(config)
     meta: dict = {"generator": GENERATOR, "version": VERSION, "config": asdict(config),
                   "answer_types": {f: list(t) for f, t in FAMILY_ANSWER_TYPES.items()},
                   "families": {}, "scenes": {}}
@@ -256,6 +268,12 @@ def _build(tmp: Path, config: SynthVqaConfig, progress: bool) -> SynthSummary:
                        "families": summary.families}
     write_json(tmp / "synth_meta.json", meta)  # written last: its presence marks completeness
     return summary
+
+
+def build_vqa(tmp: Path, config: SynthVqaConfig, progress: bool = True) -> SynthSummary:
+    """Write the whole dataset into the fresh folder ``tmp`` (a writer that adds files to it makes
+    it atomic with ``store.build_atomically``)."""
+    return _build(tmp, config, progress)
 
 
 def generate_vqa(out_dir: Path, config: SynthVqaConfig, progress: bool = True) -> SynthSummary:
