@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -29,8 +30,8 @@ from nas.synth.vqa_questions import FAMILIES, FAMILY_ANSWER_TYPES, Question, ann
 from nas.synth.world import Scene, sample_scene
 
 __all__ = ["GENERATOR", "SPLITS", "SynthSummary", "SynthVqaConfig", "VERSION", "VG_ANNOTATIONS", "VG_QUESTIONS",
-           "build_vqa", "feature_path", "generate_vqa", "image_ids", "image_scene", "vg_paths",
-           "write_image_features"]
+           "build_vqa", "check_vqa_fields", "feature_path", "generate_vqa", "image_ids", "image_scene", "scene_record",
+           "vg_paths", "write_image_features"]
 
 GENERATOR = "vlnas-synth-clevr"
 VERSION = 2  # 2: adds the VG_questions.json / VG_annotations.json pair
@@ -67,22 +68,28 @@ class SynthVqaConfig:
     image_height: int = 320
 
     def __post_init__(self) -> None:
-        checks = [
-            ("train_images", self.train_images >= 1, ">= 1"),
-            ("val_images", self.val_images >= 1, ">= 1"),
-            ("test_images", self.test_images >= 0, ">= 0"),
-            ("questions_per_image", 1 <= self.questions_per_image <= 999, "in 1..999"),
-            ("vg_image_share", 0 <= self.vg_image_share <= 1, "in 0..1"),
-            # VG ids continue each image's train ids (image_id * 1000 + k), so both must fit in 1000.
-            ("vg_questions_per_image", 1 <= self.vg_questions_per_image <= 1000 - self.questions_per_image,
-             "in 1..(1000 - questions_per_image)"),
-            ("max_distractors", self.max_distractors >= 0, ">= 0"),
-            ("annotator_noise", 0 <= self.annotator_noise <= 0.5, "in 0..0.5"),
-        ]
-        check_fields(self, checks + scene_checks(self))
-        total = self.train_images + self.val_images + self.test_images
-        if total > _MAX_COCO_ID:
-            raise UserError(f"SynthVqaConfig: {total} images exceed the {_MAX_COCO_ID} COCO ids")
+        check_vqa_fields(self)
+
+
+def check_vqa_fields(config: Any) -> None:
+    """SynthVqaConfig's checks, for it and for any config that carries its fields (the caption
+    writer's); the one-line error names ``config``'s own class."""
+    checks = [
+        ("train_images", config.train_images >= 1, ">= 1"),
+        ("val_images", config.val_images >= 1, ">= 1"),
+        ("test_images", config.test_images >= 0, ">= 0"),
+        ("questions_per_image", 1 <= config.questions_per_image <= 999, "in 1..999"),
+        ("vg_image_share", 0 <= config.vg_image_share <= 1, "in 0..1"),
+        # VG ids continue each image's train ids (image_id * 1000 + k), so both must fit in 1000.
+        ("vg_questions_per_image", 1 <= config.vg_questions_per_image <= 1000 - config.questions_per_image,
+         "in 1..(1000 - questions_per_image)"),
+        ("max_distractors", config.max_distractors >= 0, ">= 0"),
+        ("annotator_noise", 0 <= config.annotator_noise <= 0.5, "in 0..0.5"),
+    ]
+    check_fields(config, checks + scene_checks(config))
+    total = config.train_images + config.val_images + config.test_images
+    if total > _MAX_COCO_ID:
+        raise UserError(f"{type(config).__name__}: {total} images exceed the {_MAX_COCO_ID} COCO ids")
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,13 @@ def write_image_features(path: Path, scene: Scene, config: SynthVqaConfig, proto
                         num_bbox=len(scene.boxes), image_h=scene.height, image_w=scene.width)
 
 
+def scene_record(scene: Scene) -> dict:
+    """What synth_meta.json records of one image's scene: its objects and distractor regions."""
+    return {"objects": [{**{a: o.attr(a) for a in ("color", "shape", "material", "size")}, "region": o.region}
+                        for o in scene.objects],
+            "distractors": [{"kind": d.kind, "region": d.region, "parent": d.parent} for d in scene.distractors]}
+
+
 @dataclass
 class _VgQuestions:
     """The VG pair being collected while the train split is written."""
@@ -219,11 +233,7 @@ def _write_split(tmp: Path, config: SynthVqaConfig, split_no: int, subtype: str,
             asked.add(q.text)
         if vg is not None and index in vg.images:
             _add_vg(vg, config, scene, image_id, index, asked, meta)
-        meta["scenes"][str(image_id)] = {
-            "objects": [{**{a: o.attr(a) for a in ("color", "shape", "material", "size")},
-                         "region": o.region} for o in scene.objects],
-            "distractors": [{"kind": d.kind, "region": d.region, "parent": d.parent}
-                            for d in scene.distractors]}
+        meta["scenes"][str(image_id)] = scene_record(scene)
         bar.update(1)
     write_json(questions_path(tmp, subtype), {
         "info": dict(_INFO), "task_type": "Open-Ended", "data_type": "mscoco", "license": dict(_LICENSE),
