@@ -22,6 +22,9 @@ HELP = """Generate a built-in dataset (a CLEVR-like world) in a task's released 
        + LXMERT nlvr2_imgfeat/{train,valid,test}_obj36.tsv region features
   clevr_ref  CLEVR-Ref+ scenes/ (object masks as RLE) and refexps/ (programs) JSON for train
        and val, IEP features/{split}_features.h5 grid features, {split}_refexps.h5 and vocab.json
+  caption  the vqa dataset plus COCO captions of the same images: annotations/captions_{train,val}2014.json
+       (5 per image) and image_info_test2015.json; layout=flickr30k writes flickr30k/captions_{split}.json
+       and flickr30k/features/{split}/<id>.jpg.npz instead (no VQA files)
 
 Generation is deterministic for a seed and atomic (nothing half-written).
 Use the result with --data DIR (or task.data_dir=DIR). Generator settings
@@ -31,14 +34,15 @@ are KEY=VALUE pairs, e.g.:
 
 
 def _generators() -> dict[str, tuple[type, Callable[..., Any]]]:
-    from nas.synth import (SynthClevrRefConfig, SynthGqaConfig, SynthNlvr2Config, SynthPretrainConfig,
-                           SynthReferConfig, SynthScanConfig, SynthVqaConfig, generate_clevr_ref, generate_gqa,
-                           generate_nlvr2, generate_pretrain, generate_refer, generate_scan, generate_vqa)
+    from nas.synth import (SynthCaptionConfig, SynthClevrRefConfig, SynthGqaConfig, SynthNlvr2Config,
+                           SynthPretrainConfig, SynthReferConfig, SynthScanConfig, SynthVqaConfig, generate_caption,
+                           generate_clevr_ref, generate_gqa, generate_nlvr2, generate_pretrain, generate_refer,
+                           generate_scan, generate_vqa)
 
     return {"vqa": (SynthVqaConfig, generate_vqa), "vgd": (SynthReferConfig, generate_refer),
             "itm": (SynthScanConfig, generate_scan), "gqa": (SynthGqaConfig, generate_gqa),
             "nlvr2": (SynthNlvr2Config, generate_nlvr2), "pretrain": (SynthPretrainConfig, generate_pretrain),
-            "clevr_ref": (SynthClevrRefConfig, generate_clevr_ref)}
+            "clevr_ref": (SynthClevrRefConfig, generate_clevr_ref), "caption": (SynthCaptionConfig, generate_caption)}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"built-in {args.task} dataset in {summary.root}")
     for field in dataclasses.fields(summary):
         value = getattr(summary, field.name)
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # the flickr30k caption layout has no questions
             print(f"  {field.name}: " + ", ".join(f"{k} {v}" for k, v in value.items()))
     print(f"use it with: nas search --task {args.task} --data {summary.root}")
     return 0

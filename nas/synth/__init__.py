@@ -36,3 +36,8 @@ __all__ += ["SynthPretrainConfig", "SynthPretrainSummary", "generate_pretrain"]
 from nas.synth.clevr_ref_writer import SynthClevrRefConfig, SynthClevrRefSummary, generate_clevr_ref  # noqa: E402
 
 __all__ += ["SynthClevrRefConfig", "SynthClevrRefSummary", "generate_clevr_ref"]
+
+# COCO captions of the built-in VQA images (or a Flickr30K layout); see caption_writer.py.
+from nas.synth.caption_writer import SynthCaptionConfig, SynthCaptionSummary, generate_caption  # noqa: E402
+
+__all__ += ["SynthCaptionConfig", "SynthCaptionSummary", "generate_caption"]
