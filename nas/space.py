@@ -33,6 +33,9 @@ class SearchSpace(ABC):
     # Ops without weights (skip, pooling, zero). One-shot strategies can cap how many of them a
     # genotype holds (``strategy.max_parameter_free``): DARTS-like searches drift towards them.
     parameter_free_ops: ClassVar[frozenset[str]] = frozenset()
+    # Whether build_model can drive a head that writes text (``Task.needs_generation``): decoding
+    # needs a model that runs a causal mask step by step, which classifier backbones do not.
+    can_generate: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

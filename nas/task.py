@@ -56,6 +56,7 @@ class Task(ABC):
     Config: ClassVar[type]
     name: ClassVar[str]
     primary_metric: ClassVar[str]  # the key of ``evaluate`` that model selection maximises
+    needs_generation: ClassVar[bool] = False  # True: only spaces with ``can_generate`` can build its model
 
     def __init__(self, config: Any, run_dir: Path, progress: bool = True) -> None:
         self.config = config

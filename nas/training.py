@@ -86,6 +86,10 @@ def start_run(config: RunConfig, run_dir: Path, progress: bool, world: World = S
     init_world(world, device)
     task = TASKS.get(config.task.name)(config.task, run_dir, progress and world.is_main)
     space = SPACES.get(config.space.name)(config.space)
+    if task.needs_generation and not space.can_generate:
+        able = ", ".join(name for name in SPACES.names() if SPACES.get(name).can_generate)
+        raise UserError(f"space.name={space.name}: task '{task.name}' writes text, which this space's model cannot "
+                        f"do; use space.name={able}")
     return device, task, space
 
 
