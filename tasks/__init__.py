@@ -7,3 +7,4 @@ from tasks.pretrain import task as _pretrain  # noqa: F401
 from tasks.nlvr2 import task as _nlvr2  # noqa: F401
 from tasks.vgd import task as _vgd  # noqa: F401
 from tasks.clevr_ref import task as _clevr_ref  # noqa: F401
+from tasks.caption import task as _caption  # noqa: F401
