@@ -60,7 +60,6 @@ def _search(step: StepFn, batch: int, k: int, max_length: int, bos: int, eos: in
     prefix = torch.full((batch, k, 1), bos, dtype=torch.long, device=device)  # (B, K, t)
     device = prefix.device
     items = torch.arange(batch, device=device)[:, None].expand(batch, k)  # (B, K) item id of each beam
-    ranks = torch.arange(2 * k, device=device)[None, :]  # (1, 2K)
     # Only beam 0 is live at first: K copies of the same BOS would fill the beam with duplicates.
     beam_scores: torch.Tensor | None = None  # (B, K) sums, -inf for dead beams; typed after the first step
     best_tokens = torch.full((batch, max_length), pad, dtype=torch.long, device=device)  # (B, max_length)
@@ -94,21 +93,14 @@ def _search(step: StepFn, batch: int, k: int, max_length: int, bos: int, eos: in
         is_eos = top_token == eos
 
         # Set aside the EOS extensions ranked among the top K; keep the best per item.
-        ends = is_eos & valid & (ranks[:, :n_top] < k)  # (B, 2K)
+        ends = is_eos & valid & (torch.arange(n_top, device=device) < k)  # (B, 2K), EOS in the top K
         n_ended += ends.sum(dim=1)
         ended_scores = torch.where(ends, top_scores / t ** penalty, float("-inf"))
         new_best, new_rank = ended_scores.max(dim=1)  # (B,)
         _keep_better(best_tokens, best_lengths, best_scores, new_best, prefix,
                      top_beam.gather(1, new_rank[:, None]).squeeze(1), eos, t, pad)
 
-        # The next beams: the K best non-EOS extensions (EOS and dead ones sort last).
-        order = (is_eos | ~valid).long() * n_top + ranks[:, :n_top]
-        pick = order.argsort(dim=1)[:, :k]  # (B, K)
-        picked_ok = (~is_eos & valid).gather(1, pick)
-        beam_scores = torch.where(picked_ok, top_scores.gather(1, pick), float("-inf"))
-        parents = top_beam.gather(1, pick)  # (B, K)
-        prefix = torch.cat([prefix.gather(1, parents[:, :, None].expand(-1, -1, t)),
-                            top_token.gather(1, pick)[:, :, None]], dim=2)  # (B, K, t + 1)
+        beam_scores, prefix = _next_beams(prefix, top_scores, top_beam, top_token, is_eos | ~valid, k)
 
         if t == max_length:
             # Cut the live beams: they compete without EOS, at length max_length.
@@ -124,6 +116,22 @@ def _search(step: StepFn, batch: int, k: int, max_length: int, bos: int, eos: in
     assert best_scores is not None
     tokens = best_tokens[:, : int(best_lengths.max())]
     return Decoded(tokens=tokens, lengths=best_lengths, scores=best_scores, log_prob=None)
+
+
+def _next_beams(prefix: torch.Tensor, top_scores: torch.Tensor, top_beam: torch.Tensor, top_token: torch.Tensor,
+                unusable: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K best extensions that are neither EOS nor dead, as (B, K) scores (-inf where fewer
+    than K exist) and (B, K, t + 1) prefixes; the candidates come ranked best first, (B, 2K)."""
+    n_top = top_scores.shape[1]
+    ranks = torch.arange(n_top, device=prefix.device)[None, :]  # (1, 2K)
+    # Unusable candidates sort after every usable one; the rest keep their rank order.
+    pick = (unusable.long() * n_top + ranks).argsort(dim=1)[:, :k]  # (B, K)
+    scores = torch.where(unusable.gather(1, pick), float("-inf"), top_scores.gather(1, pick))
+    parents = top_beam.gather(1, pick)  # (B, K)
+    t = prefix.shape[2]
+    prefix = torch.cat([prefix.gather(1, parents[:, :, None].expand(-1, -1, t)),
+                        top_token.gather(1, pick)[:, :, None]], dim=2)  # (B, K, t + 1)
+    return scores, prefix
 
 
 def _keep_better(best_tokens: torch.Tensor, best_lengths: torch.Tensor, best_scores: torch.Tensor,
