@@ -238,6 +238,11 @@ def test_external_metric_failure_and_time_limit_are_unavailable(monkeypatch: pyt
                                                                 tmp_path: Path) -> None:
     fake_java_and_scorer(monkeypatch, tmp_path, "        raise OSError('no Stanford models here')")
     assert spice({1: ["a cat"]}, {1: "a cat"}) == "unavailable: SPICE failed: OSError: no Stanford models here"
+    (tmp_path / "fake_scorer.py").write_text(  # what pycocoevalcap's Spice() does offline
+        "class Scorer:\n    def __init__(self):\n        print('Downloading stanford-corenlp-3.6.0 for SPICE ...')\n"
+        "        raise OSError('Name or service not known')\n")
+    assert spice({1: ["a cat"]}, {1: "a cat"}) == ("unavailable: SPICE could not download the Stanford CoreNLP "
+                                                  "models it needs: OSError: Name or service not known")
     (tmp_path / "fake_scorer.py").write_text(
         "import time\nclass Scorer:\n    def compute_score(self, gts, res):\n        time.sleep(60)\n")
     assert spice({1: ["a cat"]}, {1: "a cat"}, timeout_s=1) == "unavailable: SPICE ran past its 1 s limit"

@@ -75,6 +75,8 @@ def _run(metric: str, refs: Mapping[object, Sequence[str]], hyps: Mapping[object
     if child.returncode != 0 or not scores:
         last = [line.strip() for line in err.splitlines() if line.strip()]
         detail = last[-1] if last else f"exit status {child.returncode}"
+        if "Downloading stanford-corenlp" in out:
+            return f"unavailable: {metric} could not download the Stanford CoreNLP models it needs: {detail[:200]}"
         return f"unavailable: {metric} failed: {detail[:200]}"
     return float(json.loads(scores[-1]))
 
