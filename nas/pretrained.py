@@ -63,8 +63,10 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
     saved = state["model"]
     own = model.state_dict()
     prefixes = tuple(getattr(model, "init_prefixes", TRANSFERRED))
+    # Word tables (padding row 0) are matched row by row through the two vocabularies; position and
+    # segment tables are plain tensors, copied whole.
     embeddings = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Embedding)
-                  and name.startswith(prefixes)}
+                  and module.padding_idx == 0 and name.startswith(prefixes)}
     keys = [key for key in own if key.startswith(prefixes)]
     missing = [key for key in keys if key not in saved]
     if missing:
