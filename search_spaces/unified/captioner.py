@@ -41,6 +41,10 @@ class UnifiedCaptioner(nn.Module):
         mask_probability: share of caption words hidden in a masked-LM batch.
     """
 
+    # ``--init`` copies the whole network: self-critical training starts from the cross-entropy model's
+    # word predictor and answer classifier too (same data, so the same vocabularies).
+    init_prefixes = ("embedding.", "backbone.", "head.")
+
     def __init__(self, embedding: nn.Module, backbone: UnifiedStack, head: nn.Module, seq2seq_probability: float,
                  mask_probability: float) -> None:
         super().__init__()
@@ -125,12 +129,13 @@ class UnifiedCaptioner(nn.Module):
                        relation: torch.Tensor | None) -> dict[str, Any]:
         special, settings = self.head.special, self.head.decoding
         step = self.step_function(image, image_keep, relation)
-        sampled = sample_decode(step, image.shape[0], settings.max_length, special.bos, special.eos, special.pad)
+        sampled = sample_decode(step, image.shape[0], settings.max_length, special.bos, special.eos, special.pad,
+                                device=image.device)
         self.eval()  # the baseline is what test time would produce: no dropout
         try:
             with torch.no_grad():
                 greedy = greedy_decode(step, image.shape[0], settings.max_length, special.bos, special.eos,
-                                       special.pad)
+                                       special.pad, device=image.device)
         finally:
             self.train()
         return {"objective": "scst", "sample_tokens": sampled.tokens, "sample_log_prob": sampled.log_prob,
@@ -150,10 +155,11 @@ class UnifiedCaptioner(nn.Module):
             step = self.step_function(image, image_keep, relation)
             if settings.beam_size > 1:
                 decoded: Decoded = beam_search(step, image.shape[0], settings.beam_size, settings.max_length,
-                                               special.bos, special.eos, special.pad, settings.length_penalty)
+                                               special.bos, special.eos, special.pad, settings.length_penalty,
+                                               device=image.device)
             else:
                 decoded = greedy_decode(step, image.shape[0], settings.max_length, special.bos, special.eos,
-                                        special.pad)
+                                        special.pad, device=image.device)
             outputs["caption_tokens"] = decoded.tokens  # (B, L)
         if "question_tokens" in batch and self.head.num_answers:
             outputs["answer_logits"] = self._answers(batch["question_tokens"], image, image_keep, relation)

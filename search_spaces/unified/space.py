@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from torch import nn
 
@@ -52,6 +52,8 @@ class UnifiedConfig:
     # VLP mixes its objectives per batch (its s2s_prob / bi_prob); fine-tuning for captioning uses 1.0.
     seq2seq_probability: float = 0.75  # the rest of the caption batches train masked-LM (bidirectional)
     mask_probability: float = 0.15  # BERT's share of hidden words in a masked-LM batch
+    # Training-objective settings: a checkpoint trained with other values still fits (``--init``).
+    weightless_keys: ClassVar[frozenset[str]] = frozenset({"seq2seq_probability", "mask_probability"})
 
 
 @SPACES.register("unified")

@@ -190,7 +190,7 @@ class CaptionTask(Task):
         question_tokens = {name: [tokenize_caption(q["question"]).split() for q in found[0]]
                            for name, found in questions.items() if found is not None}
         vocab = load_or_build_caption_vocab(
-            self.run_dir / "caption_vocab.json",
+            self.run_dir / "vocab.json",
             [*(t for per_image in caption_tokens[train].values() for t in per_image),
              *question_tokens.get(train, [])], self.config.word_min_count)
         self.words = [word for word, _ in sorted(vocab.items(), key=lambda item: item[1])]
@@ -366,6 +366,9 @@ class CaptionTask(Task):
     @classmethod
     def add_evaluate_arguments(cls, parser: argparse._ActionsContainer) -> None:
         parser.add_argument("--references", help="caption references JSON (COCO's captions_*.json layout)")
+        parser.add_argument("--results", help="results JSON: a list of {image_id, caption}")
+        parser.add_argument("--no-java", action="store_true",
+                            help="skip METEOR and SPICE (pycocoevalcap runs them in Java, ~10 s to start)")
 
     @classmethod
     def evaluate_files(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -374,8 +377,14 @@ class CaptionTask(Task):
             raise UserError(f"nas evaluate --task caption needs {', '.join(missing)}")
         references = read_references(Path(args.references))
         results = read_caption_results(Path(args.results), references)
-        scores = evaluate_captions({i: references.captions[i] for i in results}, results, external=True)
-        return {"num_images": len(results), **scores}
+        java = not getattr(args, "no_java", False)
+        scores = evaluate_captions({i: references.captions[i] for i in results}, results, external=java,
+                                   source=str(args.results))
+        if not java:
+            scores.update(METEOR="unavailable: --no-java", SPICE="unavailable: --no-java")
+        # Papers print pycocoevalcap's fractions times 100; METEOR and SPICE may be "unavailable: <why>".
+        scaled = {name: 100.0 * value if isinstance(value, float) else value for name, value in scores.items()}
+        return {"num_images": len(results), "scale": "pycocoevalcap x 100 (CIDEr is CIDEr-D)", **scaled}
 
 
 def _split_of(dataset: Dataset) -> CaptionSplit:

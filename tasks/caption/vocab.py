@@ -17,6 +17,7 @@ import numpy as np
 
 from nas.errors import UserError
 from nas.io import atomic_write_json, read_json
+from nas.text import check_vocab
 
 __all__ = ["SpecialTokens", "SPECIAL", "build_caption_vocab", "load_or_build_caption_vocab", "encode_captions",
            "encode_questions", "decode_caption"]
@@ -47,10 +48,11 @@ def load_or_build_caption_vocab(path: Path, token_lists: Iterable[list[str]], mi
     """The run's saved vocabulary (so ids never change within a run), else a new one saved there."""
     if path.is_file():
         vocab = read_json(path, "caption vocabulary")
-        if not isinstance(vocab, dict) or any(vocab.get(name) != index for name, index in _NAMES.items()) or \
-                sorted(vocab.values()) != list(range(len(vocab))):
-            raise UserError(f"{path}: not a caption vocabulary (expected {{word: id}} with {_NAMES} and ids "
-                            "0..n-1); delete it to rebuild")
+        check_vocab(vocab, path)
+        wrong = next((name for name, index in _NAMES.items() if vocab.get(name) != index), None)
+        if wrong is not None:
+            raise UserError(f"{path}: token {wrong} must have id {_NAMES[wrong]} in a caption vocabulary, got "
+                            f"{vocab.get(wrong)!r} (a vocabulary of another task?)")
         return vocab
     vocab = build_caption_vocab(token_lists, min_count)
     atomic_write_json(path, vocab, indent=None)
