@@ -119,6 +119,7 @@ def test_help_explains_each_command() -> None:
         result = run_cli(*command, "--help")
         assert result.returncode == 0 and "usage: nas" in result.stdout
     assert "train.epochs=3" in run_cli("search", "--help").stdout
+    assert "families=[side_exist,both_exist," in run_cli("data", "synth", "--help").stdout  # a list default as typed
     # An option two tasks share is defined once and explains both tasks' files.
     evaluate = " ".join(run_cli("evaluate", "--help").stdout.split())
     assert evaluate.count("--results RESULTS ") == 1

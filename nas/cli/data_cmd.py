@@ -58,8 +58,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="generator settings (see below)")
     synth.set_defaults(handler=run)
     synth.epilog = "generator settings:\n" + "\n".join(
-        f"  {task}: " + ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(config))
+        f"  {task}: " + ", ".join(f"{f.name}={_default(f)}" for f in dataclasses.fields(config))
         for task, (config, _) in generators.items())
+
+
+def _default(field: dataclasses.Field) -> str:
+    """A field's default as a KEY=VALUE setting shows it (lists as [a,b], the override syntax)."""
+    value = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
 
 
 def run(args: argparse.Namespace) -> int:
