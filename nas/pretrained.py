@@ -109,7 +109,7 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
              "token: %d of %d (%.1f%%) of this run's vocabulary", report.tensors, parts, report.pooler, path,
              report.words_copied, report.words,
              100.0 * report.words_copied / max(report.words, 1))
-    if report.answers:
+    if report.answers and all(key in own for key in CLASSIFIER):
         log.info("train.init: answer classifier rows by answer: %d of %d (%.1f%%) of this run's answers",
                  report.answers_copied, report.answers, 100.0 * report.answers_copied / report.answers)
     return report
