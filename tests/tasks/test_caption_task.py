@@ -172,3 +172,20 @@ def test_search_retrain_evaluate_and_a_space_that_cannot_write(tmp_path: Path, c
     assert scores["METEOR"] == scores["SPICE"] == "unavailable: --no-java"
     assert main(["search", "--task", "caption", "--space", "mmnas", "--out", str(tmp_path / "x"), *smoke]) == 2
     assert "task 'caption' writes text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting,expected", [
+    ("task.dataset=coco2017", "task.dataset: unknown value 'coco2017'. Valid: coco, flickr30k"),
+    ("task.beam_size=0", "task.beam_size=0: must be at least 1"),
+    ("task.vqa_weight=-1", "task.vqa_weight=-1.0: must be >= 0"),
+    ("task.max_decode_length=1", "task.max_decode_length=1: must be at least 2"),
+    ("space.mask_probability=1.0", "space.mask_probability=1.0: must be in [0, 1)"),
+])
+def test_bad_settings_are_one_line_errors(setting: str, expected: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    from nas.cli.main import main
+
+    assert main(["search", "--task", "caption", "--space", "unified", "--config", "smoke", "--quiet",
+                 "--out", str(tmp_path / "run"), setting]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"nas: error: {expected}"
