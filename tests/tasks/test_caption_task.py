@@ -189,3 +189,22 @@ def test_bad_settings_are_one_line_errors(setting: str, expected: str, tmp_path:
                  "--out", str(tmp_path / "run"), setting]) == 2
     error = capsys.readouterr().err.strip()
     assert error == f"nas: error: {expected}"
+
+
+def test_the_flickr30k_layout_trains_captions_only(tmp_path: Path) -> None:
+    task = CaptionTask(CaptionConfig(dataset="flickr30k", synth_size="tiny", word_min_count=1), tmp_path,
+                       progress=False)
+    data = task.prepare(["train", "val", "test"])
+    assert data.meta.num_outputs == 0 and task.build_head(16, data.meta).answers is None
+    assert all(task.splits[s].questions is None for s in ("train", "val", "test"))
+    assert task.is_labelled(data.splits["test"])  # Karpathy's test split has references
+    batch = data.splits["train"].__getitems__([0, 1])
+    assert "question_tokens" not in batch and batch["tokens"].shape[0] == 2
+    model = tiny_model(task, data.meta).eval()
+    view = task.evaluation_view(data.splits["test"])
+    with torch.no_grad():
+        outputs = model(view.__getitems__(list(range(len(view)))))
+    assert "answer_logits" not in outputs
+    predictions = task.predict(outputs, {"image_id": torch.tensor(view.image_ids)})
+    metrics = task.evaluate("test", data.splits["test"], predictions)
+    assert set(metrics) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d"}
