@@ -86,6 +86,7 @@ class CaptionConfig:
     test_split: str = "test"
     max_caption_words: int = 20  # words kept of each reference caption (BOS and EOS come on top)
     max_question_words: int = 14
+    max_regions: int = 100  # regions kept per image (bottom-up features have 10 to 100)
     word_min_count: int = 5  # rarer words are UNK (Karpathy's COCO preprocessing)
     answer_min_count: int = 9  # MCAN's answer vocabulary rule
     vqa_weight: float = 1.0  # weight of the VQA loss on the same images; 0 trains captions only
@@ -112,7 +113,8 @@ class CaptionTask(Task):
         super().__init__(config, run_dir, progress)
         self.check_max_images()
         self.check_options({"dataset": tuple(LAYOUTS)})
-        for key in ("max_caption_words", "max_question_words", "word_min_count", "answer_min_count", "beam_size"):
+        for key in ("max_caption_words", "max_question_words", "max_regions", "word_min_count", "answer_min_count",
+                    "beam_size"):
             if getattr(config, key) < 1:
                 raise UserError(f"task.{key}={getattr(config, key)}: must be at least 1")
         if config.max_decode_length < 2:
@@ -206,8 +208,8 @@ class CaptionTask(Task):
             kept = [i for i in ids if keep is None or i in keep]
             if len(kept) < len(ids):
                 self.truncated.add(name)
-            features = load_region_features(root / self._layout(name)[1], kept, 100, self.cache_dir(),
-                                            self.progress)
+            features = load_region_features(root / self._layout(name)[1], kept, self.config.max_regions,
+                                            self.cache_dir(), self.progress)
             row_of = features.row_of
             if refs is not None:
                 rows = [row_of[i] for i in kept for _ in refs[i]]
