@@ -55,6 +55,14 @@ def _regions(features: RegionFeatures, rows: np.ndarray) -> dict[str, torch.Tens
             "image_size": torch.from_numpy(features.image_size[rows])}  # (B, 2)
 
 
+def _questions_by_row(questions: QuestionSet) -> dict[int, list[int]]:
+    """Feature row -> indices of the questions about that image, in question order."""
+    by_row: dict[int, list[int]] = {}
+    for index, row in enumerate(questions.image_rows.tolist()):
+        by_row.setdefault(row, []).append(index)
+    return by_row
+
+
 def _targets(questions: QuestionSet, picked: np.ndarray) -> torch.Tensor:
     target = torch.zeros(len(picked), questions.num_answers)
     for row, question in enumerate(picked):
@@ -73,9 +81,7 @@ class CaptionTrainingSet(Dataset):
         self.question_of = None
         questions = split.questions
         if questions is not None and questions.targets is not None and len(split.caption_rows):
-            by_row: dict[int, list[int]] = {}
-            for index, row in enumerate(questions.image_rows.tolist()):
-                by_row.setdefault(row, []).append(index)
+            by_row = _questions_by_row(questions)
             seen: dict[int, int] = {}
             picks = []
             for row in split.caption_rows.tolist():
@@ -124,9 +130,7 @@ class CaptionImageSet(Dataset):
         self.rows = split.image_rows()[np.asarray(self.image_indices, np.int64)]
         self.question_table = None
         if split.questions is not None:
-            by_row: dict[int, list[int]] = {}
-            for index, row in enumerate(split.questions.image_rows.tolist()):
-                by_row.setdefault(row, []).append(index)
+            by_row = _questions_by_row(split.questions)
             width = max((len(v) for v in by_row.values()), default=0)
             table = np.full((len(self.rows), max(width, 1)), -1, np.int64)
             for k, row in enumerate(self.rows.tolist()):

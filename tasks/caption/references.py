@@ -16,7 +16,7 @@ from typing import Any
 from nas.errors import UserError, described, json_type
 from nas.io import read_json
 
-__all__ = ["CaptionReferences", "read_image_info", "read_references"]
+__all__ = ["CaptionReferences", "read_image_info", "read_references", "read_split_images"]
 
 # Keys every record must carry, with their JSON type. Images may also carry height and width.
 _IMAGE_KEYS = {"id": int, "file_name": str}
@@ -87,7 +87,21 @@ def _images(path: Path, data: Any, sizes: dict[int, tuple[int, int]] | None = No
 def read_references(path: str | Path) -> CaptionReferences:
     """Read a COCO-layout captions file: every image with at least one caption, ids unique."""
     path = Path(path)
-    data = read_json(path, "caption references file")
+    return _references(path, read_json(path, "caption references file"))
+
+
+def read_split_images(path: str | Path) -> tuple[list[int], dict[int, list[str]] | None]:
+    """A split's image ids in file order and their captions, from a references file, or None for the
+    captions of an image-info file (a test split's); the file is read once."""
+    path = Path(path)
+    data = read_json(path, "captions or image-info file")
+    if isinstance(data, dict) and "annotations" in data:
+        references = _references(path, data)
+        return references.image_ids, references.captions
+    return list(_images(path, data)), None
+
+
+def _references(path: Path, data: Any) -> CaptionReferences:
     sizes: dict[int, tuple[int, int]] = {}
     images = _images(path, data, sizes)
     captions: dict[int, list[str]] = {image_id: [] for image_id in images}

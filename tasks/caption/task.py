@@ -35,7 +35,7 @@ from torch.utils.data import Dataset, Subset
 
 from nas.errors import UserError
 from nas.features import load_region_features
-from nas.io import atomic_write_json, read_json
+from nas.io import atomic_write_json
 from nas.registry import TASKS
 from nas.task import Task, TaskData, TaskMeta, check_complete, first_images
 from nas.text import word_vector_tensor
@@ -43,14 +43,14 @@ from tasks.caption.baseline import nearest_neighbour_captions
 from tasks.caption.dataset import CaptionImageSet, CaptionSplit, CaptionTrainingSet, QuestionSet
 from tasks.caption.head import CaptionHead, DecodingSettings
 from tasks.caption.metrics import CiderD, evaluate_captions, tokenize_caption
-from tasks.caption.references import read_image_info, read_references
+from tasks.caption.references import read_references, read_split_images
 from tasks.caption.results import read_caption_results, write_caption_results
 from tasks.caption.vocab import SPECIAL, decode_caption, encode_captions, encode_questions, \
     load_or_build_caption_vocab
 from tasks.vqa.answer_norm import prep_answer
 from tasks.vqa.answers import load_or_build_answer_vocab, soft_scores
 from tasks.vqa.evaluation import evaluate_vqa
-from tasks.vqa.task import _records as vqa_records, _split_files as vqa_split_files
+from tasks.vqa.task import read_split as read_vqa_split, split_files
 
 __all__ = ["CaptionTask", "CaptionConfig", "LAYOUTS"]
 
@@ -149,30 +149,14 @@ class CaptionTask(Task):
         path = root / self._layout(name)[0]
         if not path.is_file():
             raise UserError(f"{path}: not found (split '{name}' of task.dataset={self.config.dataset})")
-        data = read_json(path, "captions file")
-        if isinstance(data, dict) and "annotations" in data:
-            references = read_references(path)
-            return list(references.image_ids), references.captions
-        return read_image_info(path), None
+        return read_split_images(path)
 
     def _read_questions(self, root: Path, name: str) -> tuple[list[dict], list[dict] | None] | None:
         vqa_split = self._layout(name)[2]
-        if vqa_split is None or self.config.vqa_weight == 0:
+        if vqa_split is None or self.config.vqa_weight == 0 or not split_files(root, vqa_split)[0].is_file():
             return None
-        questions_path, annotations_path = vqa_split_files(root, vqa_split)
-        if not questions_path.is_file():
-            return None
-        questions = vqa_records(read_json(questions_path, "questions file"), "questions", questions_path)
-        annotations = None
-        if annotations_path.is_file():
-            by_id = {a["question_id"]: a for a in vqa_records(read_json(annotations_path, "annotations file"),
-                                                              "annotations", annotations_path)}
-            missing = [q["question_id"] for q in questions if q["question_id"] not in by_id]
-            if missing:
-                raise UserError(f"{annotations_path}: no annotation for question_id {missing[0]} "
-                                f"({len(missing)} question(s) of {questions_path.name})")
-            annotations = [by_id[q["question_id"]] for q in questions]
-        return questions, annotations
+        split = read_vqa_split(root, vqa_split)
+        return split.questions, split.annotations
 
     def prepare(self, splits: list[str]) -> TaskData:
         root, builtin = self.data_dir()
@@ -283,19 +267,8 @@ class CaptionTask(Task):
         return -(advantage * outputs["sample_log_prob"].float()).sum()
 
     def _rewards(self, image_ids: list[int], captions: list[str]) -> np.ndarray:
-        """CIDEr-D of each row's caption. A batch can hold one image several times (a row per reference
-        caption), so rows are scored in rounds in which every image appears once."""
-        rewards = np.zeros(len(captions), np.float64)
-        seen: Counter = Counter()
-        rounds: dict[int, dict[int, int]] = {}  # round -> image id -> row
-        for row, image in enumerate(image_ids):
-            rounds.setdefault(seen[image], {})[image] = row
-            seen[image] += 1
-        for rows in rounds.values():
-            _, per_image = self._cider.score({image: captions[row] for image, row in rows.items()})
-            for image, row in rows.items():
-                rewards[row] = per_image[image]
-        return rewards
+        """CIDEr-D of each row's caption (a batch can hold one image in several rows)."""
+        return np.asarray(self._cider.score_many(zip(image_ids, captions)), np.float64)
 
     def predict(self, outputs: dict[str, Any], batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []

@@ -61,19 +61,19 @@ def load_or_build_caption_vocab(path: Path, token_lists: Iterable[list[str]], mi
 
 def encode_captions(token_lists: list[list[str]], vocab: dict[str, int], max_words: int) -> np.ndarray:
     """(C, max_words + 2) ids: BOS, the first ``max_words`` words, EOS, then padding."""
-    ids = np.full((len(token_lists), max_words + 2), SPECIAL.pad, np.int64)
-    for row, tokens in enumerate(token_lists):
-        words = [vocab.get(word, SPECIAL.unk) for word in tokens[:max_words]]
-        ids[row, : len(words) + 2] = [SPECIAL.bos, *words, SPECIAL.eos]
-    return ids
+    return _encode(token_lists, vocab, max_words, [SPECIAL.eos])
 
 
 def encode_questions(token_lists: list[list[str]], vocab: dict[str, int], max_words: int) -> np.ndarray:
     """(Q, max_words + 1) ids: BOS (the position VQA's pooling can read as [CLS]), words, padding."""
-    ids = np.full((len(token_lists), max_words + 1), SPECIAL.pad, np.int64)
+    return _encode(token_lists, vocab, max_words, [])
+
+
+def _encode(token_lists: list[list[str]], vocab: dict[str, int], max_words: int, end: list[int]) -> np.ndarray:
+    ids = np.full((len(token_lists), max_words + 1 + len(end)), SPECIAL.pad, np.int64)
     for row, tokens in enumerate(token_lists):
-        words = [vocab.get(word, SPECIAL.unk) for word in tokens[:max_words]]
-        ids[row, : len(words) + 1] = [SPECIAL.bos, *words]
+        sequence = [SPECIAL.bos, *(vocab.get(word, SPECIAL.unk) for word in tokens[:max_words]), *end]
+        ids[row, : len(sequence)] = sequence
     return ids
 
 

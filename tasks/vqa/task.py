@@ -40,7 +40,7 @@ from tasks.vqa.dataset import VqaDataset, VqaSplit
 from tasks.vqa.evaluation import evaluate_vqa, evaluate_vqa_files
 from nas.text import Tokenizer, encode, load_or_build_vocab, word_vector_tensor
 
-__all__ = ["VqaTask", "VqaConfig", "SPLIT_SUBTYPES", "SPLITS", "VG_FILES"]
+__all__ = ["VqaTask", "VqaConfig", "SPLIT_SUBTYPES", "SPLITS", "VG_FILES", "read_split", "split_files"]
 
 # Built-in dataset sizes; tests and smoke runs use "tiny". Finer control: nas data synth + --data.
 SYNTH_SIZES = {
@@ -104,34 +104,13 @@ class VqaTask(Task):
         return self.resolve_data_dir("vqa", SYNTH_SIZES, SynthVqaConfig, generate_vqa)
 
     def _read_split(self, root: Path, name: str) -> VqaSplit:
-        if name not in SPLITS:
-            raise UserError(f"unknown VQA split '{name}'. Valid splits: {', '.join(SPLITS)} "
-                            "(join with '+', e.g. train+val+vg)")
-        questions_path, annotations_path = _split_files(root, name)
-        questions = _records(read_json(questions_path, "questions file"), "questions", questions_path)
-        annotations = None
-        if annotations_path.is_file():
-            annotations = _records(read_json(annotations_path, "annotations file"), "annotations",
-                                   annotations_path)
-            by_id = {a["question_id"]: a for a in annotations}
-            missing = [q["question_id"] for q in questions if q["question_id"] not in by_id]
-            if missing:
-                raise UserError(f"{annotations_path}: no annotation for {len(missing)} question(s) of "
-                                f"{questions_path.name}, e.g. question_id {missing[0]}")
-            annotations = [by_id[q["question_id"]] for q in questions]
-            # Files of two releases can share question ids; their image ids tell them apart.
-            for question, annotation in zip(questions, annotations):
-                if question["image_id"] != annotation["image_id"]:
-                    raise UserError(f"{annotations_path}: question_id {question['question_id']} is about image_id "
-                                    f"{annotation['image_id']} here but image_id {question['image_id']} in "
-                                    f"{questions_path.name}")
-        return VqaSplit(name, questions, annotations)
+        return read_split(root, name)
 
     def _check_vg_files(self, root: Path, names: list[str]) -> None:
         """A vg split needs both VG files; name the setting that asked for it and the missing file."""
         if "vg" not in names:
             return
-        for path in _split_files(root, "vg"):
+        for path in split_files(root, "vg"):
             if not path.is_file():
                 raise UserError(f"{self._asking_for('vg')}: {path} not found (the vg split is MCAN's Visual "
                                 f"Genome augmentation, {' and '.join(VG_FILES)} beside the VQA v2 files)")
@@ -154,7 +133,7 @@ class VqaTask(Task):
         self._check_vg_files(root, names + list(self.config.answer_splits))
         # The vocabulary covers every split present on disk, VG included (as MCAN and MmNas
         # do), so it does not depend on which splits this command happens to load.
-        present = [n for n in ("train", "val", "test", "vg") if _split_files(root, n)[0].is_file()]
+        present = [n for n in ("train", "val", "test", "vg") if split_files(root, n)[0].is_file()]
         loaded = {name: self._read_split(root, name) for name in dict.fromkeys(names + present)}
         families = _families(root)
         for split in loaded.values():
@@ -336,7 +315,34 @@ def _records(data: Any, key: str, path: Path) -> list[dict]:
     return records
 
 
-def _split_files(root: Path, name: str) -> tuple[Path, Path]:
+def read_split(root: Path, name: str) -> VqaSplit:
+    """A VQA v2 split's questions and, when the file exists, their annotations in question order,
+    every record checked (also read by the caption task for the questions about its images)."""
+    if name not in SPLITS:
+        raise UserError(f"unknown VQA split '{name}'. Valid splits: {', '.join(SPLITS)} "
+                        "(join with '+', e.g. train+val+vg)")
+    questions_path, annotations_path = split_files(root, name)
+    questions = _records(read_json(questions_path, "questions file"), "questions", questions_path)
+    annotations = None
+    if annotations_path.is_file():
+        annotations = _records(read_json(annotations_path, "annotations file"), "annotations",
+                               annotations_path)
+        by_id = {a["question_id"]: a for a in annotations}
+        missing = [q["question_id"] for q in questions if q["question_id"] not in by_id]
+        if missing:
+            raise UserError(f"{annotations_path}: no annotation for {len(missing)} question(s) of "
+                            f"{questions_path.name}, e.g. question_id {missing[0]}")
+        annotations = [by_id[q["question_id"]] for q in questions]
+        # Files of two releases can share question ids; their image ids tell them apart.
+        for question, annotation in zip(questions, annotations):
+            if question["image_id"] != annotation["image_id"]:
+                raise UserError(f"{annotations_path}: question_id {question['question_id']} is about image_id "
+                                f"{annotation['image_id']} here but image_id {question['image_id']} in "
+                                f"{questions_path.name}")
+    return VqaSplit(name, questions, annotations)
+
+
+def split_files(root: Path, name: str) -> tuple[Path, Path]:
     """The split's questions file and annotations file (which test splits do not have)."""
     if name == "vg":
         return root / "vqa" / VG_FILES[0], root / "vqa" / VG_FILES[1]
