@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,18 +32,24 @@ from nas.space import fixed_block_factory
 from nas.training import predict
 
 
-def evaluate(run: Path, beam_size: int, data_dir: str | None) -> tuple[dict, list[dict], dict]:
+def load_run(run: Path, data_dir: str | None, **task_overrides: Any) -> tuple[Any, Any, Any, torch.nn.Module]:
+    """(config, task, prepared data, model with the last checkpoint) of a caption run directory."""
     config = resolve_config([yaml_layer(run / "config.yaml")])
-    overrides = {"beam_size": beam_size, **({"data_dir": data_dir} if data_dir else {})}
+    overrides = {**task_overrides, **({"data_dir": data_dir} if data_dir else {})}
     # The run's vocab.json and answer_dict.json are reused, so token and answer ids are the checkpoint's.
     task = TASKS.get("caption")(replace(config.task, **overrides), run, progress=False)
-    split = config.task.eval_split
-    data = task.prepare([config.task.train_split, split])
+    data = task.prepare([config.task.train_split, config.task.eval_split])
     space = SPACES.get(config.space.name)(config.space)
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     model = space.build_model(data.meta, task.build_head(config.space.hidden, data.meta),
                               fixed_block_factory(state["genotype"]["choices"]))
     model.load_state_dict(state["model"])
+    return config, task, data, model
+
+
+def evaluate(run: Path, beam_size: int, data_dir: str | None) -> tuple[dict, list[dict], dict]:
+    config, task, data, model = load_run(run, data_dir, beam_size=beam_size)
+    split = config.task.eval_split
     predictions = predict(model, make_eval_loader(task.evaluation_view(data.splits[split]), 100), task,
                           torch.device("cpu"), "eval", False)
     references = task.splits[split].references

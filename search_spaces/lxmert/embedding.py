@@ -46,16 +46,18 @@ class LxmertEmbedding(TwoStreamEmbedding):
         self.box_norm = nn.LayerNorm(hidden, eps=LAYER_NORM_EPS)
         self.drop = Dropout(dropout)
 
-    def embed_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_text(self, tokens: torch.Tensor, first_position: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``first_position`` > 0 embeds the continuation of a sequence (a decoder's next words)."""
         # tokens: (B, T) int -> text (B, T, H), text_keep (B, T) bool
-        if tokens.shape[1] > self.positions.num_embeddings:
+        end = first_position + tokens.shape[1]
+        if end > self.positions.num_embeddings:
             # The task's max_tokens and the space's positions are set in different sections.
-            raise UserError(f"space.max_positions={self.positions.num_embeddings}: a batch has {tokens.shape[1]} "
+            raise UserError(f"space.max_positions={self.positions.num_embeddings}: a batch has {end} "
                             "tokens; raise space.max_positions or lower task.max_tokens")
         words = self.words(tokens)
         if self.word_proj is not None:
             words = self.word_proj(words)
-        positions = self.positions(torch.arange(tokens.shape[1], device=tokens.device))  # (T, H)
+        positions = self.positions(torch.arange(first_position, end, device=tokens.device))  # (T, H)
         return self.drop(self.text_norm(words + positions)), tokens != 0
 
     def embed_image(self, features: torch.Tensor, boxes: torch.Tensor, num_regions: torch.Tensor,

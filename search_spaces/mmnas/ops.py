@@ -52,17 +52,29 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.heads, self.head_dim).transpose(1, 2)  # (B, h, L, d)
 
+    def keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory's per-head keys and values, which a decoder may compute once and keep."""
+        # memory: (B, Lk, H) -> keys, values (B, h, Lk, d)
+        return self._split(self.key(memory)), self._split(self.value(memory))
+
+    def attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+               mask: torch.Tensor) -> torch.Tensor:
+        """Attention of ``query`` over already projected keys and values under an additive mask."""
+        # query: (B, Lq, H); keys, values: (B, h, Lk, d); mask: (B, 1 or h, 1 or Lq, Lk) -> (B, Lq, H)
+        out = _attention(self._split(self.query(query)), keys, values, mask,
+                         self.dropout if self.training else 0.0)  # (B, h, Lq, d)
+        batch, _, length, _ = out.shape
+        return self.merge(out.transpose(1, 2).reshape(batch, length, -1))
+
     def forward(self, query: torch.Tensor, memory: torch.Tensor, memory_keep: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
         # query: (B, Lq, H); memory: (B, Lk, H); memory_keep: (B, Lk) bool; bias: (B, h, Lq, Lk)
-        q, k, v = self._split(self.query(query)), self._split(self.key(memory)), self._split(self.value(memory))
-        mask = torch.zeros(memory_keep.shape, dtype=q.dtype, device=q.device)
-        mask = mask.masked_fill(~memory_keep, torch.finfo(q.dtype).min)[:, None, None, :]  # (B, 1, 1, Lk); fp16-safe
+        keys, values = self.keys_values(memory)
+        mask = torch.zeros(memory_keep.shape, dtype=keys.dtype, device=keys.device)
+        mask = mask.masked_fill(~memory_keep, torch.finfo(keys.dtype).min)[:, None, None, :]  # (B, 1, 1, Lk); fp16-safe
         if bias is not None:
             mask = mask + bias
-        out = _attention(q, k, v, mask, self.dropout if self.training else 0.0)  # (B, h, Lq, d)
-        batch, _, length, _ = out.shape
-        return self.merge(out.transpose(1, 2).reshape(batch, length, -1))  # (B, Lq, H)
+        return self.attend(query, keys, values, mask)  # (B, Lq, H)
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,

@@ -24,6 +24,7 @@ from torch import nn
 
 from nas.decoding import Decoded, beam_search, greedy_decode, sample_decode
 from search_spaces.unified.backbone import UnifiedStack
+from search_spaces.unified.incremental import CachedStep, supports_cache
 from search_spaces.unified.masks import bidirectional_mask, seq2seq_mask
 
 __all__ = ["UnifiedCaptioner"]
@@ -78,15 +79,27 @@ class UnifiedCaptioner(nn.Module):
                                                     None if relation is None else relation[rows], "bidirectional"))
         return logits.view(batch, per_image, -1)
 
-    def step_function(self, image: torch.Tensor, image_keep: torch.Tensor,
-                      relation: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The decoder's view of the model: next-word log-probabilities of each prefix."""
+    def _word_log_probs(self, states: torch.Tensor) -> torch.Tensor:
+        # states: (R, H) -> (R, V) float32 log-probs
+        return torch.log_softmax(self.head.word_logits(states).float(), dim=-1)
+
+    def step_function(self, image: torch.Tensor, image_keep: torch.Tensor, relation: torch.Tensor | None,
+                      cached: bool = True) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The decoder's view of the model: next-word log-probabilities of each prefix.
+
+        With ``cached`` (and a stack of fixed ops) a step runs only each prefix's new word
+        (``incremental.py``); otherwise every step runs the whole [regions; prefix] sequence, which
+        a supernet's mixed ops need and which the cached steps are tested against.
+        """
+        if cached and supports_cache(self.backbone):
+            return CachedStep(self.embedding.embed_text, self.backbone, self._word_log_probs, image, image_keep,
+                              relation)
 
         def step(prefix: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             # prefix: (R, t) starting with BOS; rows: (R,) image of each -> (R, V)
             text, _, _, _ = self._run(prefix, image[rows], image_keep[rows],
                                       None if relation is None else relation[rows], "seq2seq")
-            return torch.log_softmax(self.head.word_logits(text[:, -1]).float(), dim=-1)
+            return self._word_log_probs(text[:, -1])
 
         return step
 
@@ -125,21 +138,30 @@ class UnifiedCaptioner(nn.Module):
         return {"objective": objective, "word_logits": self.head.word_logits(text[supervised]),  # (M, V)
                 "word_targets": targets[supervised]}  # (M,)
 
-    def _self_critical(self, image: torch.Tensor, image_keep: torch.Tensor,
+    def _self_critical(self, batch: dict[str, torch.Tensor], image: torch.Tensor, image_keep: torch.Tensor,
                        relation: torch.Tensor | None) -> dict[str, Any]:
-        special, settings = self.head.special, self.head.decoding
-        step = self.step_function(image, image_keep, relation)
-        sampled = sample_decode(step, image.shape[0], settings.max_length, special.bos, special.eos, special.pad,
-                                device=image.device)
-        self.eval()  # the baseline is what test time would produce: no dropout
-        try:
-            with torch.no_grad():
-                greedy = greedy_decode(step, image.shape[0], settings.max_length, special.bos, special.eos,
-                                       special.pad, device=image.device)
-        finally:
-            self.train()
-        return {"objective": "scst", "sample_tokens": sampled.tokens, "sample_log_prob": sampled.log_prob,
-                "greedy_tokens": greedy.tokens}
+        """``scst_samples`` captions drawn per image; with one, also the greedy caption (the baseline)."""
+        special, settings, samples = self.head.special, self.head.decoding, self.head.scst_samples
+
+        def repeat(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.repeat_interleave(samples, dim=0)  # (B*K, ...)
+
+        step = self.step_function(repeat(image), repeat(image_keep), repeat(relation))
+        sampled = sample_decode(step, image.shape[0] * samples, settings.max_length, special.bos, special.eos,
+                                special.pad, device=image.device)
+        outputs = {"objective": "scst", "sample_tokens": sampled.tokens,  # (B*K, L), image-major
+                   "sample_log_prob": sampled.log_prob, "samples_per_image": samples}
+        if samples == 1:
+            self.eval()  # the baseline is what test time would produce: no dropout, images embedded again
+            try:
+                with torch.no_grad():
+                    greedy = greedy_decode(self.step_function(*self._image(batch)), image.shape[0],
+                                           settings.max_length, special.bos, special.eos, special.pad,
+                                           device=image.device)
+            finally:
+                self.train()
+            outputs["greedy_tokens"] = greedy.tokens
+        return outputs
 
     # ----------------------------------------------------------- forward
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -147,7 +169,7 @@ class UnifiedCaptioner(nn.Module):
         outputs: dict[str, Any] = {}
         if self.training:
             if self.head.scst:
-                outputs.update(self._self_critical(image, image_keep, relation))
+                outputs.update(self._self_critical(batch, image, image_keep, relation))
             else:
                 outputs.update(self._caption_loss_outputs(batch["tokens"], image, image_keep, relation))
         else:

@@ -32,16 +32,18 @@ class CaptionHead(nn.Module):
         flat_mlp, dropout: the answer classifier's AttFlat sizes (MmNas's fusion head).
         special: the special token ids.
         decoding: beam search settings at evaluation.
-        scst: train self-critically (sample vs greedy, CIDEr-D reward) instead of cross-entropy.
+        scst: train self-critically (CIDEr-D reward) instead of cross-entropy.
+        scst_samples: captions sampled per image in self-critical training; with one the baseline is
+            the greedy caption, with more each sample's baseline is the mean reward of the others.
     """
 
     generates_text = True
 
     def __init__(self, hidden: int, vocab_size: int, num_answers: int, flat_mlp: int, dropout: float,
-                 special: SpecialTokens, decoding: DecodingSettings, scst: bool) -> None:
+                 special: SpecialTokens, decoding: DecodingSettings, scst: bool, scst_samples: int = 1) -> None:
         super().__init__()
         self.vocab_size, self.num_answers = vocab_size, num_answers
-        self.special, self.decoding, self.scst = special, decoding, scst
+        self.special, self.decoding, self.scst, self.scst_samples = special, decoding, scst, scst_samples
         # BERT's masked-LM prediction head: a transform, then the vocabulary projection.
         self.transform = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=1e-12))
         self.words = nn.Linear(hidden, vocab_size)

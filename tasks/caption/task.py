@@ -93,7 +93,10 @@ class CaptionConfig:
     beam_size: int = 3  # evaluation decoding; 1 is greedy
     length_penalty: float = 0.0  # beam score = sum log-prob / length ** length_penalty
     max_decode_length: int = 22  # generated tokens, EOS included
-    scst: bool = False  # self-critical training (CIDEr-D reward, greedy baseline); start it with --init
+    scst: bool = False  # self-critical training (CIDEr-D reward); start it with --init
+    # Captions sampled per image in self-critical training. 1: Rennie et al.'s greedy baseline; K > 1:
+    # each sample's baseline is the mean reward of the other K - 1 (Luo 2020), with no greedy decode.
+    scst_samples: int = 1
     flat_mlp: int = 512
     dropout: float = 0.1
     word_vectors: str | None = None
@@ -114,7 +117,7 @@ class CaptionTask(Task):
         self.check_max_images()
         self.check_options({"dataset": tuple(LAYOUTS)})
         for key in ("max_caption_words", "max_question_words", "max_regions", "word_min_count", "answer_min_count",
-                    "beam_size"):
+                    "beam_size", "scst_samples"):
             if getattr(config, key) < 1:
                 raise UserError(f"task.{key}={getattr(config, key)}: must be at least 1")
         if config.max_decode_length < 2:
@@ -241,7 +244,7 @@ class CaptionTask(Task):
         decoding = DecodingSettings(self.config.beam_size, self.config.length_penalty, self.config.max_decode_length)
         answers = meta.num_outputs if self.config.vqa_weight > 0 else 0
         return CaptionHead(hidden, meta.vocab_size, answers, self.config.flat_mlp, self.config.dropout, SPECIAL,
-                           decoding, self.config.scst)
+                           decoding, self.config.scst, self.config.scst_samples)
 
     def loss(self, outputs: dict[str, Any], batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if outputs["objective"] == "scst":
@@ -255,15 +258,23 @@ class CaptionTask(Task):
         return loss
 
     def _self_critical_loss(self, outputs: dict[str, Any], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Rennie et al. 2017: -(CIDEr-D(sample) - CIDEr-D(greedy)) * log p(sample), summed over the batch."""
+        """-(CIDEr-D(sample) - baseline) * log p(sample), averaged over each image's K samples and
+        summed over the batch. The baseline is the greedy caption's CIDEr-D (Rennie et al. 2017) with
+        one sample, the mean of the other samples' (Luo 2020, arXiv:2003.09971) with more."""
         if self._cider is None:
             references = self.splits[self._train_split].references
             self._cider = CiderD({i: [tokenize_caption(c) for c in refs] for i, refs in references.items()})
+        samples = outputs["samples_per_image"]
         image_ids = batch["image_id"].tolist()
         sampled = [decode_caption(row, self.words) for row in outputs["sample_tokens"].tolist()]
-        greedy = [decode_caption(row, self.words) for row in outputs["greedy_tokens"].tolist()]
-        reward = self._rewards(image_ids, sampled) - self._rewards(image_ids, greedy)  # (B,)
-        advantage = torch.as_tensor(reward, dtype=torch.float32, device=outputs["sample_log_prob"].device)
+        rewards = self._rewards([i for i in image_ids for _ in range(samples)], sampled).reshape(-1, samples)
+        if samples == 1:
+            greedy = [decode_caption(row, self.words) for row in outputs["greedy_tokens"].tolist()]
+            baseline = self._rewards(image_ids, greedy)[:, None]  # (B, 1)
+        else:
+            baseline = (rewards.sum(axis=1, keepdims=True) - rewards) / (samples - 1)  # (B, K)
+        advantage = torch.as_tensor((rewards - baseline).reshape(-1) / samples, dtype=torch.float32,
+                                    device=outputs["sample_log_prob"].device)  # (B*K,)
         return -(advantage * outputs["sample_log_prob"].float()).sum()
 
     def _rewards(self, image_ids: list[int], captions: list[str]) -> np.ndarray:

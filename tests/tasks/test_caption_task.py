@@ -104,7 +104,8 @@ def test_self_critical_loss_pushes_up_a_sample_better_than_greedy(prepared) -> N
     bad = torch.from_numpy(encode_captions([reference[:2]], vocab, 20))[:, 1:]
     log_prob = torch.tensor([-3.0, -3.0], requires_grad=True)
     outputs = {"objective": "scst", "sample_tokens": torch.cat([_pad(good, bad), _pad(bad, good)]),
-               "greedy_tokens": torch.cat([_pad(bad, good), _pad(good, bad)]), "sample_log_prob": log_prob}
+               "greedy_tokens": torch.cat([_pad(bad, good), _pad(good, bad)]), "sample_log_prob": log_prob,
+               "samples_per_image": 1}
     loss = task.loss(outputs, {"image_id": torch.tensor([image, image])})
     loss.backward()
     cider = CiderD({i: [tokenize_caption(c) for c in refs] for i, refs in split.references.items()})
@@ -112,6 +113,38 @@ def test_self_critical_loss_pushes_up_a_sample_better_than_greedy(prepared) -> N
     assert high > low
     # d loss / d log p = -(reward(sample) - reward(greedy)), per row
     assert log_prob.grad.tolist() == pytest.approx([-(high - low), high - low], rel=1e-6)
+
+    # Three samples per image: each sample's baseline is the mean reward of the other two, and the
+    # advantage is shared out over the image's samples.
+    middle_words = reference[:max(3, len(reference) - 2)]
+    middle = torch.from_numpy(encode_captions([middle_words], vocab, 20))[:, 1:]
+    log_prob = torch.full((3,), -3.0, requires_grad=True)
+    width = max(good.shape[1], bad.shape[1], middle.shape[1])
+    rows = [torch.nn.functional.pad(row, (0, width - row.shape[1]), value=SPECIAL.pad) for row in (good, bad, middle)]
+    outputs = {"objective": "scst", "sample_tokens": torch.cat(rows), "sample_log_prob": log_prob,
+               "samples_per_image": 3}
+    task.loss(outputs, {"image_id": torch.tensor([image])}).backward()
+    mid = cider.score_one(image, " ".join(middle_words))
+    rewards = [high, low, mid]
+    expected = [-(r - (sum(rewards) - r) / 2) / 3 for r in rewards]
+    assert log_prob.grad.tolist() == pytest.approx(expected, rel=1e-6)
+    assert sum(expected) == pytest.approx(0.0, abs=1e-9)  # mean-of-others advantages cancel per image
+
+
+def test_self_critical_pass_draws_k_samples_per_image_and_backpropagates(prepared) -> None:
+    task, data = prepared
+    batch = data.splits["train"].__getitems__([0, 7])
+    for samples in (1, 3):
+        model = tiny_model(task, data.meta).train()
+        model.head.scst, model.head.scst_samples = True, samples
+        outputs = model(batch)
+        assert outputs["objective"] == "scst" and outputs["sample_tokens"].shape[0] == 2 * samples
+        assert ("greedy_tokens" in outputs) == (samples == 1)  # more samples need no greedy baseline
+        assert outputs["sample_log_prob"].shape == (2 * samples,) and model.training
+        loss = task.loss(outputs, batch)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert model.backbone.attention[1].relation_to_heads.weight.grad is not None
 
 
 def _pad(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
