@@ -10,7 +10,8 @@ Layout (LXMERT's ``data/lxmert`` and ``data/mscoco_imgfeat``, FORMATS.md section
 
 Each JSON entry is LXMERT's ``{"img_id", "sentf": {source: [sentences]}, "labelf": {source:
 [{answer: score}]}}``: five captions under ``mscoco`` (no labels) and questions of the VQA
-families under ``vqa``, labelled with their answer. The TSVs carry what LXMERT's masked-object
+families under ``vqa``, labelled with their answer (and, when ``statements_per_image`` > 0,
+single-image statements in NLVR2's words under ``statements``, labelled yes or no). The TSVs carry what LXMERT's masked-object
 objective predicts: ``objects_id`` is the region's class (the object's shape, or part /
 background), ``attrs_id`` its colour (background boxes have none: confidence 0). Scenes and
 features come from the same world and feature prototypes as the GQA writer, so a model
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from nas.features_tsv import ObjRecord, write_obj_tsv
 from nas.synth.expressions import generate_captions
 from nas.synth.features import make_prototypes, region_features
+from nas.synth.statements import single_image_statements
 from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_questions import generate_questions
 from nas.synth.world import COLORS, SHAPES, Scene, sample_scene
@@ -46,6 +48,7 @@ OBJECT_CLASSES = (*SHAPES, "part", "background")  # objects_id values index this
 ATTRIBUTE_CLASSES = (*COLORS, "none")  # attrs_id values index this
 _COCO_IDS = 600_000  # COCO image numbers are below this
 _STREAM_IDS, _STREAM_SCENE, _STREAM_FEATURES, _STREAM_CAPTIONS, _STREAM_QUESTIONS = 41, 42, 43, 44, 45
+_STREAM_STATEMENTS = 46
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,10 @@ class SynthPretrainConfig:
     val_images: int = 400
     captions_per_image: int = 5  # COCO has five
     questions_per_image: int = 6  # one per VQA family at the default
+    # Single-image statements in NLVR2's words ("The image contains a red cube."), labelled "yes" or
+    # "no" under the source "statements", half of them false by a minimal change (a hard negative).
+    statements_per_image: int = 0
+    statement_attributes: int = 2  # a statement describes objects by 1..this many attributes
     feature_dim: int = 256  # D of the region features; the real release uses 2048
     min_objects: int = 3
     max_objects: int = 7
@@ -69,6 +76,8 @@ class SynthPretrainConfig:
             ("val_images", self.val_images >= 1, ">= 1"),
             ("captions_per_image", 1 <= self.captions_per_image <= 10, "in 1..10"),
             ("questions_per_image", 0 <= self.questions_per_image <= 20, "in 0..20"),
+            ("statements_per_image", 0 <= self.statements_per_image <= 20, "in 0..20"),
+            ("statement_attributes", 1 <= self.statement_attributes <= 4, "in 1..4"),
             ("max_distractors", self.max_distractors >= 0, ">= 0"),
         ]
         check_fields(self, checks + scene_checks(self))
@@ -131,8 +140,16 @@ def _split(config: SynthPretrainConfig, split_no: int, names: list[str], entries
                                        seeded_rng(config, _STREAM_QUESTIONS, split_no, index))
         kinds.update(kind for kind, _ in captions)
         kinds.update(q.family for q in questions)
-        entries.append({"img_id": name, "labelf": {"vqa": [{q.answer: 1.0} for q in questions]},
-                        "sentf": {"mscoco": [text for _, text in captions], "vqa": [q.text for q in questions]}})
+        entry = {"img_id": name, "labelf": {"vqa": [{q.answer: 1.0} for q in questions]},
+                 "sentf": {"mscoco": [text for _, text in captions], "vqa": [q.text for q in questions]}}
+        if config.statements_per_image:
+            statements = single_image_statements(scene, config.statements_per_image,
+                                                 seeded_rng(config, _STREAM_STATEMENTS, split_no, index),
+                                                 config.statement_attributes)
+            kinds["statement"] += len(statements)
+            entry["sentf"]["statements"] = [text for text, _ in statements]
+            entry["labelf"]["statements"] = [{"yes" if true else "no": 1.0} for _, true in statements]
+        entries.append(entry)
         objects, objects_conf, attrs, attrs_conf = region_labels(scene)
         bar.update(1)
         yield ObjRecord(img_id=name, img_h=scene.height, img_w=scene.width,

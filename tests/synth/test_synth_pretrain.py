@@ -3,6 +3,7 @@ are the scenes' objects, the same feature prototypes as the GQA data, determinis
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from nas.synth import SynthGqaConfig, SynthPretrainConfig, generate_pretrain
 from nas.synth.features import make_prototypes
 from nas.synth.pretrain_writer import (ATTRIBUTE_CLASSES, OBJECT_CLASSES, SPLITS, corpus_path, feature_path,
                                        region_labels)
-from nas.synth.world import sample_scene
+from nas.synth.statements import NUMBERS, single_image_statements
+from nas.synth.world import ATTRIBUTE_VALUES, sample_scene
 from tasks.pretrain.corpus import read_corpus
 
 TINY = SynthPretrainConfig(seed=2, train_images=8, val_images=3, captions_per_image=2, questions_per_image=3,
@@ -79,3 +81,45 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a vlnas synthetic dataset"):
         generate_pretrain(tmp_path / "mine", TINY, progress=False)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def _truth_from_scene(scene, sentence: str) -> bool:
+    """Re-derive a statement's truth by reading it back against the scene's objects."""
+    words = sentence.rstrip(".").split()
+    assert words[:3] == ["The", "image", "contains"], sentence
+    number = None
+    if words[3] == "exactly":
+        number, phrase = NUMBERS.index(words[4]), words[5:]
+    else:
+        assert words[3] == "a", sentence
+        phrase = words[4:]
+    *adjectives, noun = phrase
+    noun = noun[:-1] if number not in (None, 1) else noun  # plural
+    attrs = {next(a for a, values in ATTRIBUTE_VALUES.items() if word in values): word for word in adjectives}
+    if noun != "thing":
+        attrs["shape"] = noun
+    count = sum(all(obj.attr(a) == v for a, v in attrs.items()) for obj in scene.objects)
+    return count > 0 if number is None else count == number
+
+
+def test_single_image_statements_are_true_then_false_by_the_scene() -> None:
+    seen = {"exist": 0, "count": 0}
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        scene = sample_scene(rng, min_objects=2, max_objects=6, max_distractors=1, width=480, height=320)
+        statements = single_image_statements(scene, 6, rng, most_attributes=2)
+        assert 4 <= len(statements) <= 6 and len({s for s, _ in statements}) == len(statements)
+        assert [truth for _, truth in statements] == [k % 2 == 0 for k in range(len(statements))]
+        for sentence, truth in statements:
+            assert _truth_from_scene(scene, sentence) == truth, sentence
+            seen["count" if "exactly" in sentence else "exist"] += 1
+    assert min(seen.values()) > 50  # both kinds are drawn
+
+
+def test_statements_enter_the_corpus_as_yes_no_questions(tmp_path: Path) -> None:
+    root = tmp_path / "pretrain"
+    generate_pretrain(root, replace(TINY, statements_per_image=4), progress=False)
+    sentences = [s for s in read_corpus(corpus_path(root, "mscoco_train")) if s.source == "statements"]
+    assert len(sentences) == 4 * 8
+    assert [max(s.label, key=s.label.get) for s in sentences[:4]] == ["yes", "no", "yes", "no"]
+    assert all(s.text.startswith("The image contains ") for s in sentences)
