@@ -11,8 +11,8 @@ Layout (LXMERT's ``data/lxmert`` and ``data/mscoco_imgfeat``, FORMATS.md section
 Each JSON entry is LXMERT's ``{"img_id", "sentf": {source: [sentences]}, "labelf": {source:
 [{answer: score}]}}``: five captions under ``mscoco`` (no labels) and questions of the VQA
 families under ``vqa``, labelled with their answer (and, when ``statements_per_image`` > 0,
-single-image statements in NLVR2's words under ``statements``, labelled yes or no). The TSVs carry what LXMERT's masked-object
-objective predicts: ``objects_id`` is the region's class (the object's shape, or part /
+single-image statements in NLVR2's words under ``statements``, labelled yes or no). The TSVs
+carry what LXMERT's masked-object objective predicts: ``objects_id`` is the region's class (the object's shape, or part /
 background), ``attrs_id`` its colour (background boxes have none: confidence 0). Scenes and
 features come from the same world and feature prototypes as the GQA writer, so a model
 pre-trained on this corpus speaks the visual language of the built-in GQA data of the same
