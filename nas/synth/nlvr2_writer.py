@@ -32,6 +32,7 @@ from tqdm import tqdm
 from nas.features_tsv import ObjRecord, write_obj_tsv
 from nas.io import atomic_write_jsonl
 from nas.synth.features import Prototypes, make_prototypes, region_features
+from nas.synth.statements import NUMBERS, count_matching
 from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_questions import _phrase
 from nas.synth.world import ATTRIBUTE_VALUES, ATTRIBUTES, Scene, sample_scene
@@ -44,7 +45,6 @@ VERSION = 2
 # (split, feature TSV): LXMERT's file names for lil-lab's train, dev and test1.
 SPLITS = (("train", "train_obj36.tsv"), ("dev", "valid_obj36.tsv"), ("test1", "test_obj36.tsv"))
 FAMILIES = ("side_exist", "both_exist", "one_exist", "side_count", "more", "total")
-_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
 _STREAM_SET, _STREAM_FEATURES = 41, 42
 _SENTENCE_TRIES = 300  # draws per sentence before the set's scenes are drawn again
 _PHRASE_ATTRIBUTES = ("color", "shape", "material", "size")
@@ -109,10 +109,6 @@ def feature_path(root: Path, split: str) -> Path:
 
 # ---- statements --------------------------------------------------------------------------
 
-def _count(scene: Scene, attrs: dict[str, str]) -> int:
-    return sum(all(obj.attr(a) == v for a, v in attrs.items()) for obj in scene.objects)
-
-
 def _statement(family: str, attrs: dict[str, str], side: str, number: int) -> tuple[str, Callable[[int, int], bool]]:
     """The sentence and its truth as a function of the (left, right) counts of ``attrs``."""
     one, many = _phrase(attrs), _phrase(attrs, plural=True)
@@ -125,14 +121,14 @@ def _statement(family: str, attrs: dict[str, str], side: str, number: int) -> tu
         return f"Exactly one image contains a {one}.", lambda l, r: (l > 0) != (r > 0)
     if family == "side_count":
         noun = one if number == 1 else many
-        return (f"The {side} image contains exactly {_NUMBERS[number]} {noun}.",
+        return (f"The {side} image contains exactly {NUMBERS[number]} {noun}.",
                 lambda l, r: (l if side == "left" else r) == number)
     if family == "more":
         return (f"There are more {many} in the {side} image than in the {other} image.",
                 lambda l, r: (l > r) if side == "left" else (r > l))
     if family == "total":
         noun = one if number == 1 else many
-        return f"The two images contain {_NUMBERS[number]} {noun} in total.", lambda l, r: l + r == number
+        return f"The two images contain {NUMBERS[number]} {noun} in total.", lambda l, r: l + r == number
     raise ValueError(f"unknown family {family!r}")
 
 
@@ -149,7 +145,7 @@ def _draw_statement(rng: np.random.Generator, pairs: list[tuple[Scene, Scene]], 
     side = "left" if rng.random() < 0.5 else "right"
     number = int(rng.integers(1, 4)) if family == "side_count" else int(rng.integers(1, 5))
     sentence, holds = _statement(family, attrs, side, number)
-    return family, sentence, [holds(_count(l, attrs), _count(r, attrs)) for l, r in pairs]
+    return family, sentence, [holds(count_matching(l, attrs), count_matching(r, attrs)) for l, r in pairs]
 
 
 def _sentences(config: SynthNlvr2Config, rng: np.random.Generator, pairs: list[tuple[Scene, Scene]]

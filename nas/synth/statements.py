@@ -15,13 +15,14 @@ import numpy as np
 from nas.synth.vqa_questions import _phrase
 from nas.synth.world import ATTRIBUTE_VALUES, ATTRIBUTES, Scene
 
-__all__ = ["NUMBERS", "single_image_statements"]
+__all__ = ["NUMBERS", "count_matching", "single_image_statements"]
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
 _TRIES = 50  # draws per statement before giving up on it
 
 
-def _count(scene: Scene, attrs: dict[str, str]) -> int:
+def count_matching(scene: Scene, attrs: dict[str, str]) -> int:
+    """How many of the scene's objects have every attribute value in ``attrs``."""
     return sum(all(obj.attr(a) == v for a, v in attrs.items()) for obj in scene.objects)
 
 
@@ -38,10 +39,10 @@ def _draw(scene: Scene, rng: np.random.Generator, most_attributes: int, true: bo
             changed = list(attrs)[int(rng.integers(len(attrs)))]
             others = [v for v in ATTRIBUTE_VALUES[changed] if v != attrs[changed]]
             attrs = {**attrs, changed: others[int(rng.integers(len(others)))]}
-            if _count(scene, attrs):
+            if count_matching(scene, attrs):
                 return None
         return f"The image contains a {_phrase(attrs)}."
-    number = _count(scene, attrs)
+    number = count_matching(scene, attrs)
     if not true:
         number += 1 if number == 1 or rng.random() < 0.5 else -1  # never zero: "exactly zero" is existence
     if not 1 <= number < len(NUMBERS):
