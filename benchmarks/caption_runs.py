@@ -1,9 +1,9 @@
 """Caption runs on built-in data: CIDEr-D with greedy and beam decoding, VQA accuracy, baselines.
 
-Usage: python benchmarks/caption_runs.py [--data DIR] RUN_DIR [RUN_DIR ...]
+Usage: python benchmarks/caption_runs.py [--data DIR] [--checkpoint NAME] RUN_DIR [RUN_DIR ...]
 
-For every ``nas retrain --task caption`` run directory, re-evaluates the last checkpoint on the
-validation split with greedy decoding and with the run's beam size, and prints those with the
+For every ``nas retrain --task caption`` run directory, re-evaluates the last checkpoint (or
+``checkpoints/NAME.pt``, e.g. ``best``) on the validation split with greedy decoding and with the run's beam size, and prints those with the
 nearest-neighbour-caption and majority-answer baselines and three example captions.
 
 ``--data DIR`` evaluates on another built-in caption dataset instead (``nas data synth --task
@@ -32,23 +32,24 @@ from nas.space import fixed_block_factory
 from nas.training import predict
 
 
-def load_run(run: Path, data_dir: str | None, **task_overrides: Any) -> tuple[Any, Any, Any, torch.nn.Module]:
-    """(config, task, prepared data, model with the last checkpoint) of a caption run directory."""
+def load_run(run: Path, data_dir: str | None, checkpoint: str = "last",
+             **task_overrides: Any) -> tuple[Any, Any, Any, torch.nn.Module]:
+    """(config, task, prepared data, model with ``checkpoints/<checkpoint>.pt``) of a caption run directory."""
     config = resolve_config([yaml_layer(run / "config.yaml")])
     overrides = {**task_overrides, **({"data_dir": data_dir} if data_dir else {})}
     # The run's vocab.json and answer_dict.json are reused, so token and answer ids are the checkpoint's.
     task = TASKS.get("caption")(replace(config.task, **overrides), run, progress=False)
     data = task.prepare([config.task.train_split, config.task.eval_split])
     space = SPACES.get(config.space.name)(config.space)
-    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    state = load_checkpoint(run / "checkpoints" / f"{checkpoint}.pt")
     model = space.build_model(data.meta, task.build_head(config.space.hidden, data.meta),
                               fixed_block_factory(state["genotype"]["choices"]))
     model.load_state_dict(state["model"])
     return config, task, data, model
 
 
-def evaluate(run: Path, beam_size: int, data_dir: str | None) -> tuple[dict, list[dict], dict]:
-    config, task, data, model = load_run(run, data_dir, beam_size=beam_size)
+def evaluate(run: Path, beam_size: int, data_dir: str | None, checkpoint: str = "last") -> tuple[dict, list[dict], dict]:
+    config, task, data, model = load_run(run, data_dir, checkpoint, beam_size=beam_size)
     split = config.task.eval_split
     predictions = predict(model, make_eval_loader(task.evaluation_view(data.splits[split]), 100), task,
                           torch.device("cpu"), "eval", False)
@@ -61,14 +62,19 @@ def evaluate(run: Path, beam_size: int, data_dir: str | None) -> tuple[dict, lis
 
 def main(arguments: list[str]) -> None:
     torch.set_num_threads(1)
-    data_dir = None
-    if arguments[:1] == ["--data"]:
-        data_dir, arguments = arguments[1], arguments[2:]
+    data_dir, checkpoint = None, "last"
+    while arguments[:1] in (["--data"], ["--checkpoint"]):
+        if arguments[0] == "--data":
+            data_dir = arguments[1]
+        else:
+            checkpoint = arguments[1]
+        arguments = arguments[2:]
     for run in map(Path, arguments):
-        greedy, _, _ = evaluate(run, 1, data_dir)
-        beam_size = resolve_config([yaml_layer(run / "config.yaml")]).task.beam_size
-        beamed, examples, baseline = evaluate(run, beam_size, data_dir)
-        print(f"{run}: CIDEr-D greedy {greedy['cider_d']:.2f}, beam {beam_size} {beamed['cider_d']:.2f} "
+        greedy, _, _ = evaluate(run, 1, data_dir, checkpoint)
+        # SCST runs validate greedily (beam_size 1) to pick their best checkpoint; beam 3 is the comparison
+        beam_size = max(resolve_config([yaml_layer(run / "config.yaml")]).task.beam_size, 3)
+        beamed, examples, baseline = evaluate(run, beam_size, data_dir, checkpoint)
+        print(f"{run} ({checkpoint}): CIDEr-D greedy {greedy['cider_d']:.2f}, beam {beam_size} {beamed['cider_d']:.2f} "
               f"(BLEU-4 {beamed['bleu_4']:.2f}, ROUGE-L {beamed['rouge_l']:.2f}); nearest-neighbour caption "
               f"{baseline.get('cider_d', float('nan')):.2f}; VQA accuracy {beamed.get('vqa_accuracy', float('nan')):.2f}"
               f" (majority answer {baseline.get('vqa_accuracy', float('nan')):.2f})")
