@@ -32,7 +32,7 @@ from tqdm import tqdm
 from nas.features_tsv import ObjRecord, write_obj_tsv
 from nas.synth.expressions import generate_captions
 from nas.synth.features import make_prototypes, region_features
-from nas.synth.statements import single_image_statements
+from nas.synth.statements import StatementBalance, single_image_statements
 from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_questions import generate_questions
 from nas.synth.world import COLORS, SHAPES, Scene, sample_scene
@@ -41,7 +41,7 @@ __all__ = ["GENERATOR", "VERSION", "SPLITS", "OBJECT_CLASSES", "ATTRIBUTE_CLASSE
            "SynthPretrainSummary", "corpus_path", "feature_path", "generate_pretrain", "region_labels"]
 
 GENERATOR = "vlnas-synth-pretrain"
-VERSION = 1
+VERSION = 2  # 2: statements balanced per sentence
 # split -> feature TSV, as LXMERT's loader pairs them (minival images are COCO val2014 images).
 SPLITS = {"mscoco_train": "train2014_obj36.tsv", "mscoco_minival": "val2014_obj36.tsv"}
 OBJECT_CLASSES = (*SHAPES, "part", "background")  # objects_id values index this
@@ -128,6 +128,7 @@ def _split(config: SynthPretrainConfig, split_no: int, names: list[str], entries
            bar: tqdm) -> Iterator[ObjRecord]:
     """Yield one split's feature rows while filling its corpus ``entries``."""
     protos = make_prototypes(config.seed, config.feature_dim)
+    balance = StatementBalance()  # per split, so that each split's sentences are balanced on their own
     for index, name in enumerate(names):
         scene = sample_scene(seeded_rng(config, _STREAM_SCENE, split_no, index), min_objects=config.min_objects,
                              max_objects=config.max_objects, max_distractors=config.max_distractors,
@@ -145,7 +146,7 @@ def _split(config: SynthPretrainConfig, split_no: int, names: list[str], entries
         if config.statements_per_image:
             statements = single_image_statements(scene, config.statements_per_image,
                                                  seeded_rng(config, _STREAM_STATEMENTS, split_no, index),
-                                                 config.statement_attributes)
+                                                 config.statement_attributes, balance)
             kinds["statement"] += len(statements)
             entry["sentf"]["statements"] = [text for text, _ in statements]
             entry["labelf"]["statements"] = [{"yes" if true else "no": 1.0} for _, true in statements]

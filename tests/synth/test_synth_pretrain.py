@@ -15,7 +15,7 @@ from nas.synth import SynthGqaConfig, SynthPretrainConfig, generate_pretrain
 from nas.synth.features import make_prototypes
 from nas.synth.pretrain_writer import (ATTRIBUTE_CLASSES, OBJECT_CLASSES, SPLITS, corpus_path, feature_path,
                                        region_labels)
-from nas.synth.statements import NUMBERS, single_image_statements
+from nas.synth.statements import NUMBERS, StatementBalance, single_image_statements
 from nas.synth.world import ATTRIBUTE_VALUES, sample_scene
 from tasks.pretrain.corpus import read_corpus
 
@@ -114,6 +114,33 @@ def test_single_image_statements_are_true_then_false_by_the_scene() -> None:
             assert _truth_from_scene(scene, sentence) == truth, sentence
             seen["count" if "exactly" in sentence else "exist"] += 1
     assert min(seen.values()) > 50  # both kinds are drawn
+
+
+def _majority_share(statements: list[tuple[str, bool]]) -> float:
+    """Accuracy of answering each sentence with its more frequent truth value (a text-only ceiling)."""
+    counts: dict[str, list[int]] = {}
+    for sentence, truth in statements:
+        counts.setdefault(sentence, [0, 0])[truth] += 1
+    return sum(max(c) for c in counts.values()) / len(statements)
+
+
+def test_balanced_statements_give_the_words_no_answer_and_stay_true_to_the_scene() -> None:
+    drawn = {"plain": [], "balanced": []}
+    balance = StatementBalance()
+    for seed in range(300):
+        scene = sample_scene(np.random.default_rng(seed), min_objects=3, max_objects=7, max_distractors=1,
+                             width=480, height=320)
+        drawn["plain"] += single_image_statements(scene, 6, np.random.default_rng(1000 + seed), 1)
+        balanced = single_image_statements(scene, 6, np.random.default_rng(1000 + seed), 1, balance)
+        assert len(balanced) == 6 and len({s for s, _ in balanced}) == 6
+        for sentence, truth in balanced:
+            assert _truth_from_scene(scene, sentence) == truth, sentence
+        drawn["balanced"] += balanced
+    # Unbalanced, "The image contains a red thing." is mostly true and "... exactly six ..." mostly false.
+    assert _majority_share(drawn["plain"]) > 0.62
+    assert _majority_share(drawn["balanced"]) < 0.56
+    assert abs(sum(t for _, t in drawn["balanced"]) / len(drawn["balanced"]) - 0.5) < 0.03
+    assert all(abs(v) <= 3 for v in balance.tally.values())
 
 
 def test_statements_enter_the_corpus_as_yes_no_questions(tmp_path: Path) -> None:
