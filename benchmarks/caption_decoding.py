@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from caption_runs import load_run
+from run_loading import load_run
 from nas.data import make_eval_loader, make_loader
 
 

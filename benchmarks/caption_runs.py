@@ -3,8 +3,9 @@
 Usage: python benchmarks/caption_runs.py [--data DIR] [--checkpoint NAME] RUN_DIR [RUN_DIR ...]
 
 For every ``nas retrain --task caption`` run directory, re-evaluates the last checkpoint (or
-``checkpoints/NAME.pt``, e.g. ``best``) on the validation split with greedy decoding and with the run's beam size, and prints those with the
-nearest-neighbour-caption and majority-answer baselines and three example captions.
+``checkpoints/NAME.pt``, e.g. ``best``) on the validation split with greedy decoding and with the
+run's beam size (at least 3), and prints those with the nearest-neighbour-caption and
+majority-answer baselines and three example captions.
 
 ``--data DIR`` evaluates on another built-in caption dataset instead (``nas data synth --task
 caption`` with the runs' seed and ``feature_dim``, so the same world and feature prototypes), e.g.
@@ -15,37 +16,14 @@ CIDEr-D by about 0.5 point, and two checkpoints a few points apart cannot be tol
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
-import nas.strategies  # noqa: F401  (registrations)
-import search_spaces  # noqa: F401
-import tasks  # noqa: F401
-from nas.checkpoint import load_checkpoint
 from nas.config import resolve_config, yaml_layer
 from nas.data import make_eval_loader
-from nas.registry import SPACES, TASKS
-from nas.space import fixed_block_factory
 from nas.training import predict
-
-
-def load_run(run: Path, data_dir: str | None, checkpoint: str = "last",
-             **task_overrides: Any) -> tuple[Any, Any, Any, torch.nn.Module]:
-    """(config, task, prepared data, model with ``checkpoints/<checkpoint>.pt``) of a caption run directory."""
-    config = resolve_config([yaml_layer(run / "config.yaml")])
-    overrides = {**task_overrides, **({"data_dir": data_dir} if data_dir else {})}
-    # The run's vocab.json and answer_dict.json are reused, so token and answer ids are the checkpoint's.
-    task = TASKS.get("caption")(replace(config.task, **overrides), run, progress=False)
-    data = task.prepare([config.task.train_split, config.task.eval_split])
-    space = SPACES.get(config.space.name)(config.space)
-    state = load_checkpoint(run / "checkpoints" / f"{checkpoint}.pt")
-    model = space.build_model(data.meta, task.build_head(config.space.hidden, data.meta),
-                              fixed_block_factory(state["genotype"]["choices"]))
-    model.load_state_dict(state["model"])
-    return config, task, data, model
+from run_loading import load_run
 
 
 def evaluate(run: Path, beam_size: int, data_dir: str | None, checkpoint: str = "last") -> tuple[dict, list[dict], dict]:

@@ -22,27 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-import nas.strategies  # noqa: F401  (registrations)
-import search_spaces  # noqa: F401
-import tasks  # noqa: F401
-from nas.checkpoint import load_checkpoint
-from nas.config import resolve_config, yaml_layer
-from nas.registry import SPACES, TASKS
-from nas.space import fixed_block_factory
+from run_loading import load_run
 
 IMAGE_KEYS = ("features", "boxes", "num_regions", "image_size")
-
-
-def load_model(run: Path, checkpoint: str) -> tuple[Any, Any, nn.Module]:
-    """(config, eval dataset, model with ``checkpoints/<checkpoint>.pt``) of a run directory."""
-    config = resolve_config([yaml_layer(run / "config.yaml")])
-    task = TASKS.get(config.task.name)(config.task, run, progress=False)
-    data = task.prepare([config.task.train_split, config.task.eval_split])
-    state = load_checkpoint(run / "checkpoints" / f"{checkpoint}.pt")
-    model = SPACES.get(config.space.name)(config.space).build_model(
-        data.meta, task.build_head(config.space.hidden, data.meta), fixed_block_factory(state["genotype"]["choices"]))
-    model.load_state_dict(state["model"])
-    return config, data.splits[config.task.eval_split], model.eval()
 
 
 def main_output(output: Any) -> torch.Tensor:
@@ -71,7 +53,9 @@ def block_outputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> list[torc
 
 
 def report(run: Path, checkpoint: str, samples: int, seed: int) -> None:
-    _, dataset, model = load_model(run, checkpoint)
+    config, _, data, model = load_run(run, checkpoint=checkpoint)
+    model.eval()
+    dataset = data.splits[config.task.eval_split]
     batch = dataset.__getitems__(list(range(min(samples, len(dataset)))))
     rows = len(batch["tokens"])
     shuffle = torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
