@@ -117,9 +117,24 @@ def test_another_genotype_or_space_is_refused_in_one_line(pretrained, tmp_path: 
         init_from_checkpoint(model, path, _genotype(), _config(hidden=64), tmp_path)
     # Dropout changes no weight, so it may differ.
     init_from_checkpoint(model, path, _genotype(), _config(dropout=0.3), tmp_path)
+    with pytest.raises(UserError, match="pre-trained with space.norm='post', this run has space.norm='pre'"):
+        init_from_checkpoint(model, path, _genotype(), _config(norm="pre"), tmp_path)
     (path.parent.parent / "vocab.json").unlink()
     with pytest.raises(UserError, match="has no vocab.json"):
         init_from_checkpoint(model, path, _genotype(), _config(), tmp_path)
+
+
+def test_a_checkpoint_saved_before_a_space_key_existed_is_read_with_that_keys_default(pretrained,
+                                                                                     tmp_path: Path) -> None:
+    path, _, _ = pretrained
+    state = torch.load(path, weights_only=True)
+    del state["config"]["space"]["norm"]
+    save_checkpoint(state, path)
+    (tmp_path / "vocab.json").write_text(json.dumps(build_vocab([["cube"]])))
+    model = _model(_config(), build_vocab([["cube"]]), torch.nn.Linear(32, 3), seed=2)
+    assert init_from_checkpoint(model, path, _genotype(), _config(), tmp_path).tensors > 0
+    with pytest.raises(UserError, match="pre-trained with space.norm='post', this run has space.norm='pre'"):
+        init_from_checkpoint(model, path, _genotype(), _config(norm="pre"), tmp_path)
 
 
 def test_pretrain_then_retrain_from_it_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -70,7 +70,7 @@ class FeedForward(_Bert, mmnas_ops.ResidualSublayer):
 
     def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
         # x: (B, L, H) -> (B, L, H)
-        return self.residual(x, self.output(F.gelu(self.intermediate(x))))  # (B, L, 4H) inside
+        return self.residual(x, self.output(F.gelu(self.intermediate(self.normed(x)))))  # (B, L, 4H) inside
 
 
 class Identity(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nas.layers import McanLayerNorm
 from nas.model import TwoStreamEmbedding
 from search_spaces.mmnas.geometry import box_geometry
 from search_spaces.mmnas.relation import embed_geometry
@@ -63,12 +64,17 @@ class EncoderDecoder(nn.Module):
         encoder: blocks applied to the text stream.
         decoder: blocks applied to the region stream, with the encoded text as context.
         relation_dim: size of the shared geometry embedding used by relation ops.
+        final_norm_width: with pre-LN blocks, the width H of a LayerNorm closing each stream (their
+            residual sums are never normalised otherwise); 0 for MmNas's post-LN blocks.
     """
 
-    def __init__(self, encoder: list[nn.Module], decoder: list[nn.Module], relation_dim: int) -> None:
+    def __init__(self, encoder: list[nn.Module], decoder: list[nn.Module], relation_dim: int,
+                 final_norm_width: int = 0) -> None:
         super().__init__()
         self.encoder = nn.ModuleList(encoder)
         self.decoder = nn.ModuleList(decoder)
+        self.text_norm = McanLayerNorm(final_norm_width) if final_norm_width else nn.Identity()
+        self.image_norm = McanLayerNorm(final_norm_width) if final_norm_width else nn.Identity()
         uses_relation = any(getattr(block, "needs_relation", False) for block in decoder)
         # One geometry embedding shared by all relation blocks, as in MmNas (linear_y_rel).
         # Kept as Linear + ReLU for the parameter names; embed_geometry runs both with a faster backward.
@@ -85,7 +91,7 @@ class EncoderDecoder(nn.Module):
         # text: (B, T, H) -> (B, T, H)
         for block in self.encoder:
             text = block(text, text_keep)
-        return text
+        return self.text_norm(text)
 
     def decode_image(self, image: torch.Tensor, image_keep: torch.Tensor, text: torch.Tensor,
                      text_keep: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -94,4 +100,4 @@ class EncoderDecoder(nn.Module):
         # relation: (B, N, N, R)
         for block in self.decoder:
             image = block(image, image_keep, text, text_keep, relation)
-        return image
+        return self.image_norm(image)

@@ -1,4 +1,4 @@
-"""MmNas's candidate ops: post-LN residual sublayers with one shared signature.
+"""MmNas's candidate ops: residual sublayers (post-LN as MmNas, or pre-LN) with one shared signature.
 
 Every op is called as ``op(x, x_keep, context, context_keep, relation)`` and
 returns a tensor shaped like ``x``; ops ignore the arguments they do not need.
@@ -31,6 +31,9 @@ class OpSizes:
     ffn_mult: int
     dropout: float
     relation_dim: int
+    # Pre-LN residuals ``x + Dropout(f(LayerNorm(x)))`` in place of MmNas's post-LN: the stream itself
+    # is carried through every block unchanged, so no block can squeeze it out.
+    norm_first: bool = False
 
 
 class MultiHeadAttention(nn.Module):
@@ -93,7 +96,8 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 
 
 class ResidualSublayer(nn.Module):
-    """``x = LayerNorm(x + Dropout(f(x)))``, MmNas's post-LN sublayer.
+    """``x = LayerNorm(x + Dropout(f(x)))``, MmNas's post-LN sublayer, or with ``sizes.norm_first``
+    the pre-LN ``x = x + Dropout(f(LayerNorm(x)))``. Ops compute ``f`` on ``self.normed(x)``.
 
     ``attention_type`` and ``make_norm`` are the two things another family of the same
     sublayers changes (LXMERT's BERT layers: biased projections, ``nn.LayerNorm``).
@@ -106,12 +110,19 @@ class ResidualSublayer(nn.Module):
         super().__init__()
         self.drop = Dropout(sizes.dropout)
         self.norm = self.make_norm(sizes.hidden)
+        self.norm_first = sizes.norm_first
 
     @staticmethod
     def make_norm(hidden: int) -> nn.Module:
         return McanLayerNorm(hidden)
 
+    def normed(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``f`` reads: the normalised stream when pre-LN, the stream itself when post-LN."""
+        return self.norm(x) if self.norm_first else x
+
     def residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            return x + self.drop(update)
         return self.norm(x + self.drop(update))
 
 
@@ -122,7 +133,8 @@ class SelfAttention(ResidualSublayer):
 
     def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
         # x: (B, L, H) -> (B, L, H)
-        return self.residual(x, self.attention(x, x, x_keep))
+        query = self.normed(x)
+        return self.residual(x, self.attention(query, query, x_keep))
 
 
 class GuidedAttention(ResidualSublayer):
@@ -138,7 +150,7 @@ class GuidedAttention(ResidualSublayer):
         # x: (B, N, H); context: (B, T, H) -> (B, N, H)
         if context is None:
             raise ValueError(self.missing_context)
-        return self.residual(x, self.attention(x, context, context_keep))
+        return self.residual(x, self.attention(self.normed(x), context, context_keep))
 
 
 class RelationSelfAttention(ResidualSublayer):
@@ -156,7 +168,8 @@ class RelationSelfAttention(ResidualSublayer):
         if relation is None:
             raise ValueError("relation self-attention needs the box relation embedding")
         bias = relation_log_bias(relation, self.relation_to_heads)  # (B, h, N, N)
-        return self.residual(x, self.attention(x, x, x_keep, bias=bias))
+        query = self.normed(x)
+        return self.residual(x, self.attention(query, query, x_keep, bias=bias))
 
 
 class FeedForward(ResidualSublayer):
@@ -171,7 +184,7 @@ class FeedForward(ResidualSublayer):
 
     def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
         # x: (B, L, H) -> (B, L, H)
-        return self.residual(x, self.net(x))
+        return self.residual(x, self.net(self.normed(x)))
 
 
 OPS: dict[str, Callable[[OpSizes], nn.Module]] = {

@@ -28,6 +28,7 @@ __all__ = ["MmnasSpace", "MmnasConfig", "MAX_BLOCKS"]
 # Most blocks a stream may have (MmNas uses 12 and 18); a bound, so a corrupted label or override
 # cannot make choices() build billions of entries.
 MAX_BLOCKS = 1024
+NORMS = ("post", "pre")
 
 
 @dataclass
@@ -44,6 +45,9 @@ class MmnasConfig:
     # Add the normalised box to each region's input (MmNas BBOX_FEATURE, off there). On by
     # default: relation attention only sees |dx|, so without it left/right is not observable.
     box_features: bool = True
+    # "post": MmNas's LayerNorm(x + f(x)) blocks. "pre": x + f(LayerNorm(x)) blocks and a closing
+    # LayerNorm per stream, which keeps the regions in the image stream however the blocks train.
+    norm: str = "post"
 
 
 @SPACES.register("mmnas")
@@ -78,6 +82,8 @@ class MmnasSpace(SearchSpace):
                 stream = key.split("_")[0]
                 raise UserError(f"space.{key}={getattr(config, key)}: must be between 1 and {MAX_BLOCKS} "
                                 f"(a genotype sets it from its highest {stream}/ label)")
+        if config.norm not in NORMS:
+            raise UserError(f"space.norm={config.norm!r}: must be one of {', '.join(NORMS)}")
 
     @classmethod
     def config_from_choices(cls, choices: Mapping[str, str]) -> dict[str, Any]:
@@ -94,7 +100,7 @@ class MmnasSpace(SearchSpace):
     def build_model(self, meta: TaskMeta, head: nn.Module, block_factory: BlockFactory) -> nn.Module:
         cfg = self.config
         sizes = OpSizes(hidden=cfg.hidden, head_dim=cfg.head_dim, ffn_mult=cfg.ffn_mult,
-                        dropout=cfg.dropout, relation_dim=cfg.relation_dim)
+                        dropout=cfg.dropout, relation_dim=cfg.relation_dim, norm_first=cfg.norm == "pre")
 
         def make(name: str) -> nn.Module:
             return make_op(name, sizes)
@@ -104,7 +110,8 @@ class MmnasSpace(SearchSpace):
         decoder = [blocks[f"dec/{i}"] for i in range(cfg.dec_blocks)]
         embedding = TextImageEmbedding(meta.vocab_size, cfg.word_dim, cfg.hidden, meta.feature_dim,
                                        cfg.box_features, meta.word_vectors)
-        return VisionLanguageModel(embedding, EncoderDecoder(encoder, decoder, cfg.relation_dim), head)
+        body = EncoderDecoder(encoder, decoder, cfg.relation_dim, cfg.hidden if cfg.norm == "pre" else 0)
+        return VisionLanguageModel(embedding, body, head)
 
     def describe(self, choices: Mapping[str, str]) -> str:
         def names(prefix: str, count: int) -> list[str]:

@@ -128,3 +128,40 @@ def test_supernet_path_equals_the_child_network() -> None:
     text_c, image_c = model_out(child)
     torch.testing.assert_close(text_s, text_c)
     torch.testing.assert_close(image_s, image_c)
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_pre_ln_ops_add_their_update_to_the_stream_and_post_ln_ops_normalise_it(name: str) -> None:
+    x, keep, context, context_keep, relation = inputs()
+    pre = make_op(name, OpSizes(**{**SIZES.__dict__, "norm_first": True})).eval()
+    post = make_op(name, SIZES).eval()
+    post.load_state_dict(pre.state_dict())
+    last = pre.net[3] if name == "feed_forward" else pre.attention.merge
+    with torch.no_grad():  # f(.) = 0: pre-LN passes the stream on untouched, post-LN only normalises it
+        for module in (last, post.net[3] if name == "feed_forward" else post.attention.merge):
+            module.weight.zero_()
+            if module.bias is not None:
+                module.bias.zero_()
+    torch.testing.assert_close(pre(x, keep, context, context_keep, relation), x)
+    torch.testing.assert_close(post(x, keep, context, context_keep, relation), post.norm(x))
+    with torch.no_grad():  # and f reads the normalised stream: scaling x scales only the residual
+        last.weight.normal_()
+    scaled = pre(3 * x, keep, context, context_keep, relation) - 3 * x
+    torch.testing.assert_close(scaled, pre(x, keep, context, context_keep, relation) - x, atol=1e-4, rtol=1e-4)
+
+
+def test_pre_ln_space_closes_each_stream_with_a_norm_and_a_bad_norm_is_one_line() -> None:
+    from nas.errors import UserError
+
+    meta = TaskMeta(vocab_size=10, feature_dim=8, num_outputs=3)
+    choices = {"enc/0": "self_att", "dec/0": "guided_att"}
+    config = dict(hidden=32, enc_blocks=1, dec_blocks=1, head_dim=8, relation_dim=6, word_dim=8)
+    pre = MmnasSpace(MmnasConfig(**config, norm="pre")).build_model(meta, torch.nn.Identity(),
+                                                                     fixed_block_factory(choices))
+    post = MmnasSpace(MmnasConfig(**config)).build_model(meta, torch.nn.Identity(), fixed_block_factory(choices))
+    extra = set(pre.state_dict()) - set(post.state_dict())
+    assert extra == {"backbone.text_norm.weight", "backbone.text_norm.bias",
+                     "backbone.image_norm.weight", "backbone.image_norm.bias"}, extra
+    assert set(post.state_dict()) < set(pre.state_dict())  # post-LN checkpoints keep their keys
+    with pytest.raises(UserError, match="space.norm='mid': must be one of post, pre"):
+        MmnasSpace(MmnasConfig(**config, norm="mid"))
