@@ -32,13 +32,14 @@ class PretrainHead(FusionHead):
         feature_dim: region feature size D (regressed for masked regions).
         num_answers: QA outputs (0: no QA).
         flat_mlp, dropout: the pooled fusion's AttFlat settings.
+        qa_fusion: QA's pooled fusion, "sum" (MCAN) or "product" (``FusionHead``).
     """
 
     def __init__(self, hidden: int, vocab_size: int, num_objects: int, num_attrs: int, feature_dim: int,
-                 num_answers: int, flat_mlp: int, dropout: float) -> None:
+                 num_answers: int, flat_mlp: int, dropout: float, qa_fusion: str = "sum") -> None:
         # QA is MCAN's fusion head itself, so its pooling layers have the names and the function of a
         # fine-tuning task's FusionHead, which starts from them (LXMERT fine-tunes its pooler too).
-        super().__init__(hidden, flat_mlp, num_answers, dropout=dropout)
+        super().__init__(hidden, flat_mlp, num_answers, dropout=dropout, fusion=qa_fusion)
         # Matching pools separately, with the product term that compares text and image directly (as the
         # itm task's head): with the sum alone it stayed at chance for 10 epochs on the small built-in corpus.
         self.matching = FusionHead(hidden, flat_mlp, 1, dropout=dropout, fusion="product")

@@ -79,6 +79,9 @@ class PretrainConfig:
     mismatch_prob: float = 0.5  # 0 turns image-text matching off
     score_mismatched: bool = False  # also score MLM / masked regions of swapped pairs (LXMERT's code does)
     qa: bool = True
+    # QA's fusion: "sum" (MCAN's) or "product" (pooled text * pooled image added): balanced yes/no
+    # statements need the direct term, as NLVR2's head (whose pooling starts from QA's) has it.
+    qa_fusion: str = "sum"
     mlm_weight: float = 1.0
     object_weight: float = 1.0
     attr_weight: float = 1.0
@@ -99,6 +102,7 @@ class PretrainTask(Task):
     def __init__(self, config: PretrainConfig, run_dir: Path, progress: bool = True) -> None:
         super().__init__(config, run_dir, progress)
         self.check_max_images()
+        self.check_options({"qa_fusion": ("sum", "product")})
         for key in ("token_mask_prob", "region_mask_prob", "mismatch_prob"):
             if not 0.0 <= getattr(config, key) <= 1.0:
                 raise UserError(f"task.{key}={getattr(config, key)}: must be in 0..1")
@@ -220,7 +224,7 @@ class PretrainTask(Task):
     # ---------------------------------------------------------------- model
     def build_head(self, hidden: int, meta: TaskMeta) -> nn.Module:
         return PretrainHead(hidden, meta.vocab_size, self.num_objects, self.num_attrs, meta.feature_dim,
-                            meta.num_outputs, self.config.flat_mlp, self.config.dropout)
+                            meta.num_outputs, self.config.flat_mlp, self.config.dropout, self.config.qa_fusion)
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The weighted sum of the objectives' batch means, times the batch size (the loops sum losses

@@ -180,6 +180,30 @@ def test_unknown_splits_and_missing_features_are_one_line_errors(tiny_task, tmp_
         task.prepare(["coco"])
     with pytest.raises(UserError, match="task.mismatch_prob=2"):
         PretrainTask(PretrainConfig(mismatch_prob=2.0), tmp_path)
+    with pytest.raises(UserError, match="task.qa_fusion: unknown value 'max'. Valid: sum, product"):
+        PretrainTask(PretrainConfig(qa_fusion="max"), tmp_path)
+
+
+def test_qa_fusion_product_adds_the_pooled_product_to_the_answer_logits_only(tmp_path: Path) -> None:
+    from nas.task import TaskMeta
+
+    meta = TaskMeta(vocab_size=VOCAB, feature_dim=8, num_outputs=2)
+    heads = {}
+    for fusion in ("sum", "product"):
+        torch.manual_seed(0)
+        heads[fusion] = PretrainTask(PretrainConfig(qa_fusion=fusion, flat_mlp=16), tmp_path).build_head(32, meta)
+        heads[fusion].eval()
+    torch.manual_seed(1)
+    text, image = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    keep_text, keep_image = torch.ones(2, 5, dtype=torch.bool), torch.ones(2, 7, dtype=torch.bool)
+    sum_out, product_out = (heads[f](text, keep_text, image, keep_image) for f in ("sum", "product"))
+    pooled_text = heads["sum"].text_pool(text, keep_text)
+    pooled_image = heads["sum"].image_pool(image, keep_image)
+    expected = heads["sum"].classifier(heads["sum"].norm(pooled_text + pooled_image + pooled_text * pooled_image))
+    torch.testing.assert_close(product_out["answers"], expected)
+    assert not torch.allclose(sum_out["answers"], expected)
+    for key in ("words", "objects", "match"):  # the other objectives are the same either way
+        torch.testing.assert_close(sum_out[key], product_out[key])
 
 
 def test_the_metric_leaves_out_objectives_that_are_not_trained(tmp_path: Path) -> None:
