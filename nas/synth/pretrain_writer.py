@@ -62,6 +62,9 @@ class SynthPretrainConfig:
     # "no" under the source "statements", half of them false by a minimal change (a hard negative).
     statements_per_image: int = 0
     statement_attributes: int = 2  # a statement describes objects by 1..this many attributes
+    # Each sentence true for half of a split's images (NLVR2's balance). False writes them as
+    # version 1 did, true and false alternately per image, where the words alone answer 68% of them.
+    balance_statements: bool = True
     feature_dim: int = 256  # D of the region features; the real release uses 2048
     min_objects: int = 3
     max_objects: int = 7
@@ -128,7 +131,8 @@ def _split(config: SynthPretrainConfig, split_no: int, names: list[str], entries
            bar: tqdm) -> Iterator[ObjRecord]:
     """Yield one split's feature rows while filling its corpus ``entries``."""
     protos = make_prototypes(config.seed, config.feature_dim)
-    balance = StatementBalance()  # per split, so that each split's sentences are balanced on their own
+    # Per split, so that each split's sentences are balanced on their own.
+    balance = StatementBalance() if config.balance_statements else None
     for index, name in enumerate(names):
         scene = sample_scene(seeded_rng(config, _STREAM_SCENE, split_no, index), min_objects=config.min_objects,
                              max_objects=config.max_objects, max_distractors=config.max_distractors,

@@ -150,3 +150,22 @@ def test_statements_enter_the_corpus_as_yes_no_questions(tmp_path: Path) -> None
     assert len(sentences) == 4 * 8
     assert [max(s.label, key=s.label.get) for s in sentences[:4]] == ["yes", "no", "yes", "no"]
     assert all(s.text.startswith("The image contains ") for s in sentences)
+
+
+def test_unbalanced_statements_are_written_as_version_1_wrote_them(tmp_path: Path) -> None:
+    tallies = {}
+    for balanced in (True, False):
+        root = tmp_path / str(balanced)
+        generate_pretrain(root, replace(TINY, train_images=60, statements_per_image=6, statement_attributes=1,
+                                        balance_statements=balanced), progress=False)
+        tally: dict[str, int] = {}
+        for sentence in read_corpus(corpus_path(root, "mscoco_train")):
+            if sentence.source == "statements":
+                tally[sentence.text] = tally.get(sentence.text, 0) + (1 if "yes" in sentence.label else -1)
+        tallies[balanced] = tally
+        labels = [max(s.label, key=s.label.get) for s in read_corpus(corpus_path(root, "mscoco_train"))
+                  if s.source == "statements"]
+        if not balanced:  # version 1: true and false alternately within each image
+            assert labels == ["yes", "no"] * (len(labels) // 2)
+    assert max(abs(v) for v in tallies[True].values()) <= 1
+    assert max(abs(v) for v in tallies[False].values()) >= 4
