@@ -79,8 +79,8 @@ class PretrainConfig:
     mismatch_prob: float = 0.5  # 0 turns image-text matching off
     score_mismatched: bool = False  # also score MLM / masked regions of swapped pairs (LXMERT's code does)
     qa: bool = True
-    # QA's fusion: "sum" (MCAN's) or "product" (pooled text * pooled image added): balanced yes/no
-    # statements need the direct term, as NLVR2's head (whose pooling starts from QA's) has it.
+    # QA's fusion: "sum" (MCAN's) or "product" (pooled text * pooled image added, as in NLVR2's head,
+    # whose pooling starts from QA's).
     qa_fusion: str = "sum"
     mlm_weight: float = 1.0
     object_weight: float = 1.0
