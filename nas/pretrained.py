@@ -116,12 +116,6 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, genotype: Genotype,
     return report
 
 
-def _field_defaults(section: Any) -> dict[str, Any]:
-    """The defaults of a config section's fields that have one."""
-    return {field.name: field.default for field in dataclasses.fields(section)
-            if field.default is not dataclasses.MISSING}
-
-
 def _check_same_network(path: Path, state: dict[str, Any], genotype: Genotype, config: RunConfig) -> None:
     theirs = state["genotype"]
     if not isinstance(theirs, dict) or not isinstance(theirs.get("choices"), dict):
@@ -140,7 +134,7 @@ def _check_same_network(path: Path, state: dict[str, Any], genotype: Genotype, c
         raise UserError(f"{path}: its 'config' has no space section")
     space = config_to_dict(config)["space"]
     # A key the checkpoint lacks was added to the space after it was saved, so it had the default.
-    saved_space = {**_field_defaults(config.space), **saved_space}
+    saved_space = {**dataclasses.asdict(type(config.space)()), **saved_space}
     weightless = _WEIGHTLESS_SPACE_KEYS | set(getattr(config.space, "weightless_keys", ()))
     for key in sorted(set(saved_space) | set(space)):
         if key not in weightless and saved_space.get(key) != space.get(key):

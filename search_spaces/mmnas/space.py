@@ -99,8 +99,9 @@ class MmnasSpace(SearchSpace):
 
     def build_model(self, meta: TaskMeta, head: nn.Module, block_factory: BlockFactory) -> nn.Module:
         cfg = self.config
+        pre_norm = cfg.norm == "pre"
         sizes = OpSizes(hidden=cfg.hidden, head_dim=cfg.head_dim, ffn_mult=cfg.ffn_mult,
-                        dropout=cfg.dropout, relation_dim=cfg.relation_dim, norm_first=cfg.norm == "pre")
+                        dropout=cfg.dropout, relation_dim=cfg.relation_dim, norm_first=pre_norm)
 
         def make(name: str) -> nn.Module:
             return make_op(name, sizes)
@@ -110,7 +111,7 @@ class MmnasSpace(SearchSpace):
         decoder = [blocks[f"dec/{i}"] for i in range(cfg.dec_blocks)]
         embedding = TextImageEmbedding(meta.vocab_size, cfg.word_dim, cfg.hidden, meta.feature_dim,
                                        cfg.box_features, meta.word_vectors)
-        body = EncoderDecoder(encoder, decoder, cfg.relation_dim, cfg.hidden if cfg.norm == "pre" else 0)
+        body = EncoderDecoder(encoder, decoder, cfg.relation_dim, cfg.hidden if pre_norm else 0)
         return VisionLanguageModel(embedding, body, head)
 
     def describe(self, choices: Mapping[str, str]) -> str:

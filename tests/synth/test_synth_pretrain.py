@@ -158,13 +158,12 @@ def test_unbalanced_statements_are_written_as_version_1_wrote_them(tmp_path: Pat
         root = tmp_path / str(balanced)
         generate_pretrain(root, replace(TINY, train_images=60, statements_per_image=6, statement_attributes=1,
                                         balance_statements=balanced), progress=False)
+        statements = [s for s in read_corpus(corpus_path(root, "mscoco_train")) if s.source == "statements"]
         tally: dict[str, int] = {}
-        for sentence in read_corpus(corpus_path(root, "mscoco_train")):
-            if sentence.source == "statements":
-                tally[sentence.text] = tally.get(sentence.text, 0) + (1 if "yes" in sentence.label else -1)
+        for sentence in statements:
+            tally[sentence.text] = tally.get(sentence.text, 0) + (1 if "yes" in sentence.label else -1)
         tallies[balanced] = tally
-        labels = [max(s.label, key=s.label.get) for s in read_corpus(corpus_path(root, "mscoco_train"))
-                  if s.source == "statements"]
+        labels = [max(s.label, key=s.label.get) for s in statements]
         if not balanced:  # version 1: true and false alternately within each image
             assert labels == ["yes", "no"] * (len(labels) // 2)
     assert max(abs(v) for v in tallies[True].values()) <= 1
