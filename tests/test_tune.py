@@ -21,7 +21,8 @@ pytest.importorskip("ray.tune")
 from nas.cli.main import main  # noqa: E402
 from nas.genotype import load_genotype  # noqa: E402
 from nas.tune.outputs import format_table  # noqa: E402
-from nas.tune.trial import flatten_params, trial_choices  # noqa: E402
+from nas.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from nas.tune.trial import _restore, flatten_params, trial_choices  # noqa: E402
 
 RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
 TUNE = [sys.executable, "-m", "nas", "tune", "--task", "vqa", "--config", "smoke", "--quiet"]
@@ -119,7 +120,10 @@ def test_sweep_across_two_nodes_restarts_a_killed_trial_from_its_checkpoint(clus
     history = [json.loads(line) for line in (victim / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3]  # resumed from a finished epoch, none trained twice or lost
     log = (victim / "log.txt").read_text()
-    assert "restored" in log and "resumed from" in log
+    # Resumed from the checkpoint of a finished epoch: Ray's, or the trial's own when the kill came
+    # between writing it and Ray registering it. Either way no epoch was trained twice.
+    assert "resumed from" in log and ("restored" in log or "resuming from the trial's own" in log), log
+    assert [log.count(f"epoch {e}/3 loss=") for e in (1, 2, 3)] == [1, 1, 1], log
     assert all(r["attempts"] == 1 for trial_id, r in records.items() if trial_id != victim.name)
     # The trials ran on both nodes of the cluster.
     assert len({node for r in records.values() for node in r["nodes"]}) == 2, records
@@ -174,6 +178,38 @@ def test_local_sweep_with_asha_stops_weak_trials_and_resumes_when_rerun(tmp_path
     assert again.returncode == 0, again.stdout + again.stderr
     assert {p: p.stat().st_mtime_ns for p in out.glob("trials/*/metrics.jsonl")} == before
     assert [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()] == records
+
+
+def _checkpoint_folder(folder: Path, epoch: int, steps: int = 0) -> Path:
+    save_checkpoint({"epoch": epoch, "progress": {"steps": steps} if steps else None}, folder / "last.pt")
+    return folder
+
+
+@pytest.mark.parametrize("ray_epoch, own, expected", [
+    (None, None, (False, 0, None)),         # first attempt: start from scratch
+    (None, (1, 0), (True, 0, (1, 0))),      # killed before Ray registered epoch 1: resume from the trial's own
+    (1, (2, 0), (True, 1, (2, 0))),         # Ray lags one epoch behind the trial folder
+    (1, (1, 5), (True, 1, (1, 5))),         # a mid-epoch save is further along than Ray's epoch
+    (2, (1, 0), (True, 2, (2, 0))),         # restarted on a node whose own folder is stale: Ray's wins
+    (2, (2, 0), (True, 2, (2, 0))),         # a tie: Ray's copy
+    (2, None, (True, 2, (2, 0))),           # restarted on a node with no folder yet
+])
+def test_a_restarted_trial_resumes_from_the_furthest_checkpoint(tmp_path: Path, ray_epoch, own, expected) -> None:
+    from ray import tune
+
+    run_dir = tmp_path / "trial"
+    if own is not None:
+        _checkpoint_folder(run_dir / "checkpoints", *own)
+    registered = (tune.Checkpoint.from_directory(str(_checkpoint_folder(tmp_path / "ray", ray_epoch)))
+                  if ray_epoch is not None else None)
+    resume, reported, progress = *_restore(registered, run_dir), expected[2]
+    assert (resume, reported) == expected[:2]
+    last = run_dir / "checkpoints" / "last.pt"
+    if progress is None:
+        assert not last.parent.exists()
+    else:
+        state = load_checkpoint(last)
+        assert (state["epoch"], (state["progress"] or {}).get("steps", 0)) == progress
 
 
 def test_trial_parameters_flatten_back_to_labels() -> None:

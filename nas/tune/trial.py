@@ -7,7 +7,10 @@ After every epoch the validation metric goes to the scheduler together with the
 epoch's checkpoint, which Ray keeps in its own storage. When the worker dies
 (a killed process, a lost node) Ray starts the trial again, up to
 ``strategy.max_failures`` times, and hands it that checkpoint: training resumes
-from the last finished epoch rather than from scratch.
+from the last finished epoch rather than from scratch. A worker can die between
+writing an epoch's checkpoint in the trial folder and Ray registering it; the
+restarted trial then resumes from whichever of the two is further along, and
+first reports the epochs Ray never heard of, so no epoch is trained twice.
 """
 
 from __future__ import annotations
@@ -67,10 +70,7 @@ def run_trial(params: dict[str, Any], config: RunConfig, out: str) -> None:
         threads = max(1, int(config.strategy.cpus_per_trial))
         run_config = dataclasses.replace(run_config, train=dataclasses.replace(run_config.train, threads=threads))
     attempt = _record_attempt(run_dir)
-    resume = _restore(tune.get_checkpoint(), run_dir)
-    if resume and load_checkpoint(run_dir / LAST)["epoch"] >= run_config.train.epochs:
-        _finish_attempt(run_dir, "complete")  # it died after its last report: nothing is left to train
-        return
+    resume, reported = _restore(tune.get_checkpoint(), run_dir)
     save_config(run_config, run_dir)
     genotype = Genotype(space=space.name, task=config.task.name, choices=choices,
                         provenance=provenance(config, strategy="ray", trial=trial_id))
@@ -83,6 +83,14 @@ def run_trial(params: dict[str, Any], config: RunConfig, out: str) -> None:
                    "attempt": attempt, "node_id": node_id}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(run_dir / LAST.parent)))
 
+    if resume:
+        state = load_checkpoint(run_dir / LAST, require=("epoch", "history"))
+        for record in state["history"][reported:]:  # finished by the dead attempt, never registered by Ray
+            log.info("reporting epoch %d, which Ray did not register before the last attempt died", record["epoch"])
+            report(record["epoch"], record)
+        if state["epoch"] >= run_config.train.epochs:
+            _finish_attempt(run_dir, "complete")  # it died after its last epoch: nothing is left to train
+            return
     try:
         run_retrain(run_config, genotype, run_dir, progress=False, resume=resume,
                     genotype_source=f"trial {trial_id}", on_epoch=report)
@@ -93,24 +101,41 @@ def run_trial(params: dict[str, Any], config: RunConfig, out: str) -> None:
     _finish_attempt(run_dir, "complete")
 
 
-def _restore(checkpoint: Any, run_dir: Path) -> bool:
-    """Put Ray's copy of the last reported epoch in place; a restarted trial resumes from it.
+def _restore(checkpoint: Any, run_dir: Path) -> tuple[bool, int]:
+    """Put the furthest-along checkpoint of this trial in place; returns (resume?, epochs Ray has registered).
 
-    Without one (a first attempt, or one that died in its first epoch) whatever an earlier attempt
-    left in the trial's checkpoint folder is removed, so training starts from scratch.
+    Two copies can exist: Ray's, of the last epoch it registered, and the trial folder's own
+    ``last.pt``, which the dead attempt may have written after that (an epoch whose report never
+    reached Ray, or a mid-epoch save). The further along wins; at a tie, Ray's. A trial restarted on another node,
+    with its own stale folder, still gets Ray's copy. With neither, training starts from scratch.
     """
-    folder = run_dir / LAST.parent
+    own = run_dir / LAST
+    own_progress = _progress(own) if own.is_file() else None
     if checkpoint is None:
-        if folder.exists():
-            shutil.rmtree(folder)
-        return False
+        if own_progress is None:
+            if own.parent.exists():
+                shutil.rmtree(own.parent)  # partial writes of an attempt that never checkpointed
+            return False, 0
+        log.info("restarted before Ray registered a checkpoint: resuming from the trial's own %s", own)
+        return True, 0
     with checkpoint.as_directory() as saved:
         source = Path(saved) / LAST.name
-        if folder.exists():
-            shutil.rmtree(folder)  # a mid-epoch checkpoint of the dead attempt is newer than Ray's: drop it
-        atomic_write(run_dir / LAST, lambda tmp: shutil.copyfile(source, tmp))
-    log.info("restored %s from Ray's checkpoint of the last reported epoch", run_dir / LAST)
-    return True
+        registered = _progress(source)
+        if own_progress is not None and own_progress > registered:
+            log.info("kept the trial's own %s: it is further along than Ray's checkpoint (epoch %d)",
+                     own, registered[0])
+            return True, registered[0]
+        if own.parent.exists():
+            shutil.rmtree(own.parent)
+        atomic_write(own, lambda tmp: shutil.copyfile(source, tmp))
+    log.info("restored %s from Ray's checkpoint of the last reported epoch", own)
+    return True, registered[0]
+
+
+def _progress(path: Path) -> tuple[int, int]:
+    """How far a checkpoint is: (finished epochs, steps into the next one)."""
+    state = load_checkpoint(path, require=("epoch",))
+    return int(state["epoch"]), int((state.get("progress") or {}).get("steps", 0))
 
 
 def _node_id() -> str | None:
