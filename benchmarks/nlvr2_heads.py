@@ -42,8 +42,6 @@ from tasks.nlvr2.head import PairHead
 from tasks.nlvr2.task import Nlvr2Config, Nlvr2Task
 
 HIDDEN, FLAT_MLP = 64, 128
-MMNAS_CHOICES = {**{f"enc/{i}": ("self_att", "feed_forward")[i % 2] for i in range(4)},
-                 **{f"dec/{i}": ("rel_self_att", "guided_att", "feed_forward")[i % 3] for i in range(6)}}
 ROW_KEYS = ("tokens", "features", "boxes", "num_regions", "image_size")
 
 
@@ -89,12 +87,11 @@ def build_model(space_name: str, meta, head: nn.Module) -> nn.Module:
     if space_name == "lxmert":
         space = space_class(space_class.Config(hidden=HIDDEN, head_dim=16, relation_dim=16, lang_layers=2,
                                                obj_layers=1, cross_layers=2))
-        choices = space.prior()  # lxr955's pattern at this depth
     else:
         space = space_class(space_class.Config(hidden=HIDDEN, head_dim=16, relation_dim=16, enc_blocks=4,
                                                dec_blocks=6))
-        choices = MMNAS_CHOICES
-    return space.build_model(meta, head, fixed_block_factory(choices))
+    # lxr955's pattern at this depth; MmNas's prior at the quick start's (genotypes/mmnas_prior_small.json)
+    return space.build_model(meta, head, fixed_block_factory(space.prior()))
 
 
 def selection(task: Nlvr2Task, dataset: Nlvr2Dataset, families: dict[str, str], named_row: bool

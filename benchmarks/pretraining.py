@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 
 # The quick-start network: MmNas's prior pattern at 4 encoder and 6 decoder blocks, width 64.
-CHOICES = {**{f"enc/{i}": ("self_att", "feed_forward")[i % 2] for i in range(4)},
-           **{f"dec/{i}": ("rel_self_att", "guided_att", "feed_forward")[i % 3] for i in range(6)}}
+GENOTYPE = Path(__file__).resolve().parents[1] / "genotypes" / "mmnas_prior_small.json"
 SPACE = ["space.hidden=64", "space.head_dim=16", "space.relation_dim=16"]
 
 
@@ -49,14 +48,12 @@ def main() -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    genotype = out / "genotype.json"
-    genotype.write_text(json.dumps({"format": "vlnas-genotype", "version": 1, "space": "mmnas", "task": "gqa",
-                                    "choices": CHOICES}, indent=1))
+
     common = [*SPACE, f"train.threads={args.threads}", f"task.synth_size={args.size}", "train.batch_size=64"]
     if args.cache:
         common.append(f"task.cache_dir={args.cache}")
     pretrain = out / "pretrain"
-    nas("pretrain", "--genotype", str(genotype), "--out", str(pretrain), "--quiet", "--seed", "0", *common,
+    nas("pretrain", "--genotype", str(GENOTYPE), "--out", str(pretrain), "--quiet", "--seed", "0", *common,
         "train.lr=1e-3", f"train.epochs={args.pretrain_epochs}", "train.warmup_epochs=1",
         f"train.decay_epochs=[{max(args.pretrain_epochs - 2, 1)}]", *args.pretrain_overrides)
     finetune = [*common, f"train.epochs={args.finetune_epochs}", "train.warmup_epochs=1", "train.decay_epochs=[]"]
@@ -69,7 +66,7 @@ def main() -> int:
             for start in ("pretrained", "scratch"):
                 run = out / f"gqa-lr{lr:g}-{start}-seed{seed}"
                 init = ["--init", str(pretrain / "checkpoints" / "best.pt")] if start == "pretrained" else []
-                nas("retrain", "--genotype", str(genotype), "--task", "gqa", "--out", str(run), "--quiet", "--seed",
+                nas("retrain", "--genotype", str(GENOTYPE), "--task", "gqa", "--out", str(run), "--quiet", "--seed",
                     str(seed), *init, *finetune, f"train.lr={lr}")
                 summary = json.loads((run / "summary.json").read_text())
                 row[start] = summary["final"]["accuracy"]

@@ -32,14 +32,20 @@ def test_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_genotypes_validate_and_build(path: Path) -> None:
     genotype = load_genotype(path)
-    space = small_space()
+    depth = {stream: sum(label.startswith(f"{stream}/") for label in genotype.choices) for stream in ("enc", "dec")}
+    space = small_space(depth["enc"], depth["dec"])  # the published layouts are 12 / 18; mmnas_prior_small 4 / 6
     space.validate(genotype, str(path))
     head = torch.nn.Identity()
     model = space.build_model(TaskMeta(vocab_size=20, feature_dim=8, num_outputs=3), head,
                               fixed_block_factory(genotype.choices))
     # The child holds exactly one op per block, of the chosen type.
     ops = [type(block).__name__ for block in [*model.backbone.encoder, *model.backbone.decoder]]
-    assert len(ops) == 30 and "GatedMixedOp" not in ops
+    assert len(ops) == len(genotype.choices) and "GatedMixedOp" not in ops
+
+
+def test_the_small_prior_genotype_is_the_spaces_prior_at_the_quick_start_depth() -> None:
+    genotype = load_genotype(REPO / "genotypes" / "mmnas_prior_small.json")
+    assert genotype.choices == small_space(4, 6).prior()
 
 
 def test_published_vqa_genotype_matches_the_paper_layout() -> None:
