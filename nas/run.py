@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -16,7 +18,7 @@ from nas.config import RunConfig, config_hash, config_to_dict
 from nas.errors import UserError
 from nas.io import atomic_write_text, remove_stale_temporaries
 
-__all__ = ["make_run_dir", "setup_logging", "save_config", "provenance", "git_commit", "remove_interrupted_writes"]
+__all__ = ["make_run_dir", "run_folder", "setup_logging", "save_config", "provenance", "git_commit", "remove_interrupted_writes"]
 
 log = logging.getLogger("nas")
 
@@ -32,6 +34,39 @@ def make_run_dir(out: str | None, command: str, task: str) -> Path:
         raise UserError(f"--out: {path} exists and is not a folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# What a command writes before its run starts; a folder holding nothing else has no run in it.
+_BEFORE_START = {"config.yaml", "log.txt"}
+
+
+@contextlib.contextmanager
+def run_folder(out: str | None, command: str, task: str) -> Iterator[Path]:
+    """``make_run_dir`` for the body of a command. When the command is refused (a ``UserError``) before
+    its run wrote anything but its config and log, what it wrote is removed again (the folder too, when
+    the command made it): a bad setting leaves no run folder behind, and a fixed rerun starts clean."""
+    existing = Path(out) if out is not None and Path(out).is_dir() else None
+    before = {child.name for child in existing.iterdir()} if existing else set()
+    path = make_run_dir(out, command, task)
+    try:
+        yield path
+    except UserError:
+        written = {child.name for child in path.iterdir()} - before
+        if written <= _BEFORE_START:
+            _close_file_log()
+            if existing is None:
+                shutil.rmtree(path, ignore_errors=True)
+            for name in written if existing else ():
+                (path / name).unlink(missing_ok=True)
+        raise
+
+
+def _close_file_log() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_vlnas", False) and isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
 
 
 def setup_logging(run_dir: Path | None, quiet: bool = False) -> None:

@@ -748,3 +748,22 @@ def test_tsv_lines_the_fuzzer_found(tmp_path: Path, line: bytes, expected: str) 
     with pytest.raises(UserError) as error:
         list(read_obj_tsv(path))
     assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("argv", [
+    ["retrain", "--genotype", "genotypes/mcan.json", "--config", "smoke", "space.norm=mid"],
+    ["retrain", "--genotype", "genotypes/lxr955.json", "--task", "vqa", "space.hidden=63"],
+    ["search", "--config", "smoke", "space.norm=mid"],
+    ["pretrain", "--genotype", "genotypes/mcan.json", "--config", "smoke", "task.qa_fusion=max"],
+], ids=["retrain-space", "retrain-width", "search-space", "pretrain-task"])
+def test_a_refused_run_leaves_no_run_folder(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.conftest import REPO
+
+    argv = [str(REPO / arg) if arg.startswith("genotypes/") else arg for arg in argv]
+    new, empty = tmp_path / "new" / "run", tmp_path / "empty"
+    empty.mkdir()
+    for out in (new, empty):
+        assert main([*argv, "--out", str(out)]) == 2
+        assert capsys.readouterr().err.startswith("nas: error: ")
+    assert not new.exists() and new.parent.is_dir()  # the run folder goes; the parent it made stays
+    assert list(empty.iterdir()) == []  # a folder given empty is left empty

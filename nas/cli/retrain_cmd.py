@@ -9,7 +9,7 @@ from nas.cli.common import add_run_arguments, config_layers, resume_layers, run_
 from nas.config import Layer, resolve_config
 from nas.genotype import load_genotype
 from nas.registry import SPACES
-from nas.run import make_run_dir, save_config, setup_logging
+from nas.run import run_folder, save_config, setup_logging
 
 log = logging.getLogger("nas")
 
@@ -69,12 +69,12 @@ def run(args: argparse.Namespace, command: str = "retrain") -> int:
     if getattr(args, "init", None) is not None:  # below the dotted overrides, which come last
         layers.insert(len(layers) - 1, Layer("--init", {"train": {"init": args.init}}))
     config = resolve_config(layers)
-    run_dir = make_run_dir(args.out, command, config.task.name)
-    setup_logging(run_dir, args.quiet)
-    resume = should_resume(args, config, run_dir / LAST)
-    save_config(config, run_dir)
-    run_on_ranks(args.nproc, run_dir, args.quiet, _work, config, genotype.to_dict(), run_dir, not args.quiet, resume,
-                 str(args.genotype))
+    with run_folder(args.out, command, config.task.name) as run_dir:
+        setup_logging(run_dir, args.quiet)
+        resume = should_resume(args, config, run_dir / LAST)
+        save_config(config, run_dir)
+        run_on_ranks(args.nproc, run_dir, args.quiet, _work, config, genotype.to_dict(), run_dir, not args.quiet,
+                     resume, str(args.genotype))
     return 0
 
 

@@ -10,7 +10,7 @@ from nas.cli.common import (add_run_arguments, config_layers, resume_layers, run
 from nas.config import Layer, resolve_config
 from nas.errors import UserError
 from nas.registry import STRATEGIES
-from nas.run import make_run_dir, save_config, setup_logging
+from nas.run import run_folder, save_config, setup_logging
 
 log = logging.getLogger("nas")
 
@@ -82,22 +82,22 @@ def run(args: argparse.Namespace) -> int:
         _check_multi_trial(args, config)  # before the run directory is made
     if own_search:
         _check_own_search(args, strategy_cls, config)
-    run_dir = make_run_dir(args.out, "search", config.task.name)
-    setup_logging(run_dir, args.quiet)
-    if dropped:
-        log.info("ignored %s: settings of other strategies, not of %s", ", ".join(dropped), config.strategy.name)
-    if multi_trial:
-        return _multi_trial(args, config, run_dir)
-    if own_search:
+    with run_folder(args.out, "search", config.task.name) as run_dir:
+        setup_logging(run_dir, args.quiet)
+        if dropped:
+            log.info("ignored %s: settings of other strategies, not of %s", ", ".join(dropped), config.strategy.name)
+        if multi_trial:
+            return _multi_trial(args, config, run_dir)
+        if own_search:
+            save_config(config, run_dir)
+            result = strategy_cls.run(config, run_dir, not args.quiet)
+            print(f"genotype: {result.genotype_path}")
+            print(f"next: nas retrain --genotype {result.genotype_path}")
+            return 0
+        resume = should_resume(args, config, run_dir / CHECKPOINT)
         save_config(config, run_dir)
-        result = strategy_cls.run(config, run_dir, not args.quiet)
-        print(f"genotype: {result.genotype_path}")
-        print(f"next: nas retrain --genotype {result.genotype_path}")
+        run_on_ranks(args.nproc, run_dir, args.quiet, _work, config, run_dir, not args.quiet, resume)
         return 0
-    resume = should_resume(args, config, run_dir / CHECKPOINT)
-    save_config(config, run_dir)
-    run_on_ranks(args.nproc, run_dir, args.quiet, _work, config, run_dir, not args.quiet, resume)
-    return 0
 
 
 def _work(config, run_dir, progress: bool, resume: bool, world) -> None:

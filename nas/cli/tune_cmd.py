@@ -10,7 +10,7 @@ from nas.cli.search_cmd import SEARCH_DEFAULTS
 from nas.config import Layer, resolve_config
 from nas.errors import UserError
 from nas.registry import TASKS
-from nas.run import make_run_dir, setup_logging
+from nas.run import run_folder, setup_logging
 
 log = logging.getLogger("nas")
 
@@ -81,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise UserError('nas tune needs Ray Tune: python3 -m pip install -e ".[tune]"') from None
     check_settings(config)
-    run_dir = make_run_dir(args.out, "tune", config.task.name)
-    setup_logging(run_dir, args.quiet)
-    if not args.resume and dropped:
-        log.info("ignored %s: settings of other strategies, not of ray", ", ".join(dropped))
-    result = run_sweep(config, run_dir, quiet=args.quiet)
+    with run_folder(args.out, "tune", config.task.name) as run_dir:
+        setup_logging(run_dir, args.quiet)
+        if not args.resume and dropped:
+            log.info("ignored %s: settings of other strategies, not of ray", ", ".join(dropped))
+        result = run_sweep(config, run_dir, quiet=args.quiet)
     primary = TASKS.get(config.task.name).primary_metric
     counts: dict[str, int] = {}
     for trial in result.trials:
