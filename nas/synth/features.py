@@ -17,9 +17,14 @@ from typing import Mapping
 
 import numpy as np
 
-from nas.synth.world import ATTRIBUTES, ATTRIBUTE_VALUES, COLOR_NEIGHBOURS, COLORS, Proposals, Scene
+from nas.synth.world import ATTRIBUTES, ATTRIBUTE_VALUES, COLOR_NEIGHBOURS, COLORS, SHAPES, Proposals, Scene
 
-__all__ = ["Prototypes", "make_prototypes", "proposal_features", "region_features"]
+__all__ = ["ATTRIBUTE_CLASSES", "OBJECT_CLASSES", "Prototypes", "make_prototypes", "proposal_features",
+           "region_features", "region_labels"]
+
+# The detector's label columns of an obj36 TSV (objects_id, attrs_id) index these.
+OBJECT_CLASSES = (*SHAPES, "part", "background")
+ATTRIBUTE_CLASSES = (*COLORS, "none")
 
 _PROTOTYPE_STREAM = 0x5EED  # keeps prototype draws independent of every per-image stream
 _NEIGHBOUR_MIX = 0.3  # look-alike colours share this much of each other's direction
@@ -113,3 +118,19 @@ def proposal_features(scene: Scene, proposals: Proposals, protos: Prototypes, no
     mix = np.stack([c * objects[o] + (1.0 - c) * _unit(junk) if o is not None else junk
                     for o, c, junk in zip(proposals.owners, proposals.coverage, clutter)])
     return _activate(_unit(mix), noise, rng)
+
+
+def region_labels(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Detector labels of every region in row order: (objects_id, objects_conf, attrs_id, attrs_conf)."""
+    count = len(scene.boxes)
+    objects, attrs = np.zeros(count, np.int64), np.zeros(count, np.int64)
+    attr_conf = np.ones(count, np.float32)
+    for obj in scene.objects:
+        objects[obj.region], attrs[obj.region] = SHAPES.index(obj.shape), COLORS.index(obj.color)
+    for d in scene.distractors:
+        objects[d.region] = OBJECT_CLASSES.index(d.kind)
+        if d.kind == "part":  # a part shows its object's colour
+            attrs[d.region] = COLORS.index(scene.objects[d.parent].color)
+        else:
+            attrs[d.region], attr_conf[d.region] = ATTRIBUTE_CLASSES.index("none"), 0.0
+    return objects, np.ones(count, np.float32), attrs, attr_conf

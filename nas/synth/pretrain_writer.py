@@ -31,11 +31,11 @@ from tqdm import tqdm
 
 from nas.features_tsv import ObjRecord, write_obj_tsv
 from nas.synth.expressions import generate_captions
-from nas.synth.features import make_prototypes, region_features
+from nas.synth.features import ATTRIBUTE_CLASSES, OBJECT_CLASSES, make_prototypes, region_features, region_labels
 from nas.synth.statements import StatementBalance, single_image_statements
 from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_questions import generate_questions
-from nas.synth.world import COLORS, SHAPES, Scene, sample_scene
+from nas.synth.world import Scene, sample_scene
 
 __all__ = ["GENERATOR", "VERSION", "SPLITS", "OBJECT_CLASSES", "ATTRIBUTE_CLASSES", "SynthPretrainConfig",
            "SynthPretrainSummary", "corpus_path", "feature_path", "generate_pretrain", "region_labels"]
@@ -44,8 +44,6 @@ GENERATOR = "vlnas-synth-pretrain"
 VERSION = 2  # 2: statements balanced per sentence
 # split -> feature TSV, as LXMERT's loader pairs them (minival images are COCO val2014 images).
 SPLITS = {"mscoco_train": "train2014_obj36.tsv", "mscoco_minival": "val2014_obj36.tsv"}
-OBJECT_CLASSES = (*SHAPES, "part", "background")  # objects_id values index this
-ATTRIBUTE_CLASSES = (*COLORS, "none")  # attrs_id values index this
 _COCO_IDS = 600_000  # COCO image numbers are below this
 _STREAM_IDS, _STREAM_SCENE, _STREAM_FEATURES, _STREAM_CAPTIONS, _STREAM_QUESTIONS = 41, 42, 43, 44, 45
 _STREAM_STATEMENTS = 46
@@ -101,22 +99,6 @@ def corpus_path(root: Path, split: str) -> Path:
 
 def feature_path(root: Path, split: str) -> Path:
     return root / "mscoco_imgfeat" / SPLITS[split]
-
-
-def region_labels(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Detector labels of every region in row order: (objects_id, objects_conf, attrs_id, attrs_conf)."""
-    count = len(scene.boxes)
-    objects, attrs = np.zeros(count, np.int64), np.zeros(count, np.int64)
-    attr_conf = np.ones(count, np.float32)
-    for obj in scene.objects:
-        objects[obj.region], attrs[obj.region] = SHAPES.index(obj.shape), COLORS.index(obj.color)
-    for d in scene.distractors:
-        objects[d.region] = OBJECT_CLASSES.index(d.kind)
-        if d.kind == "part":  # a part shows its object's colour
-            attrs[d.region] = COLORS.index(scene.objects[d.parent].color)
-        else:
-            attrs[d.region], attr_conf[d.region] = ATTRIBUTE_CLASSES.index("none"), 0.0
-    return objects, np.ones(count, np.float32), attrs, attr_conf
 
 
 def _image_names(config: SynthPretrainConfig) -> dict[str, list[str]]:

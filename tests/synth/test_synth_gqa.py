@@ -16,6 +16,7 @@ from nas.errors import UserError
 from nas.features_tsv import load_tsv_features, read_obj_tsv
 from nas.synth import FAMILIES, SynthGqaConfig, generate_gqa
 from nas.synth import gqa_writer
+from nas.synth.features import ATTRIBUTE_CLASSES, OBJECT_CLASSES
 from nas.synth.vqa_questions import NEAREST_RATIO, relation_holds
 from nas.synth.world import Scene, SceneObject
 from tasks.gqa.questions import GqaQuestion, load_questions
@@ -123,6 +124,19 @@ def test_programs_compute_the_answers_from_the_scene(dataset: Path) -> None:
             used = {d for step in q.program for d in step.dependencies}
             assert used == set(range(len(q.program) - 1)), q  # one tree: every step feeds the answer
             assert _execute(q, scenes[q.image_id]) == q.answer, q
+
+
+def test_the_label_columns_name_each_regions_class_and_colour(dataset: Path) -> None:
+    meta = json.loads((dataset / "synth_meta.json").read_text())
+    for name in set(TSV.values()):
+        for row in read_obj_tsv(dataset / "vg_gqa_imgfeat" / name):
+            scene = meta["scenes"][row.img_id]
+            for obj in scene["objects"]:
+                assert OBJECT_CLASSES[row.objects_id[obj["region"]]] == obj["shape"]
+                assert ATTRIBUTE_CLASSES[row.attrs_id[obj["region"]]] == obj["color"]
+            for extra in scene["distractors"]:
+                assert OBJECT_CLASSES[row.objects_id[extra["region"]]] == extra["kind"]
+                assert (row.attrs_conf[extra["region"]] == 0) == (extra["kind"] == "background")
 
 
 def test_record_fields(dataset: Path) -> None:

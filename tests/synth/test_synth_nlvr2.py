@@ -12,6 +12,7 @@ import pytest
 from nas.errors import UserError
 from nas.features_tsv import read_obj_tsv
 from nas.synth import SynthNlvr2Config, generate_nlvr2
+from nas.synth.features import ATTRIBUTE_CLASSES, OBJECT_CLASSES
 from nas.synth.nlvr2_writer import SPLITS, annotations_path, feature_path
 from tasks.nlvr2.annotations import read_annotations
 from tasks.nlvr2.metric import consistency_key
@@ -77,6 +78,21 @@ def test_files_parse_with_the_released_readers_and_every_label_follows_from_the_
         first = json.loads(annotations_path(dataset, split).read_text().splitlines()[0])
         assert first["label"] in ("True", "False") and {"left_url", "right_url", "synset", "writer"} <= first.keys()
         assert ("directory" in first) == (split == "train")
+
+
+def test_the_label_columns_name_each_objects_shape_and_colour(dataset: Path) -> None:
+    """As LXMERT's obj36 files carry the detector's classes, the regions of objects carry theirs
+    (after an edit too); parts and background boxes get the extra classes."""
+    scenes = json.loads((dataset / "synth_meta.json").read_text())["scenes"]
+    for split, _ in SPLITS:
+        for row in read_obj_tsv(feature_path(dataset, split)):
+            objects = scenes[row.img_id]
+            for obj in objects:
+                assert OBJECT_CLASSES[row.objects_id[obj["region"]]] == obj["shape"]
+                assert ATTRIBUTE_CLASSES[row.attrs_id[obj["region"]]] == obj["color"]
+            others = sorted(set(range(len(row.boxes))) - {obj["region"] for obj in objects})
+            assert {OBJECT_CLASSES[k] for k in row.objects_id[others]} <= {"part", "background"}
+            assert (row.objects_conf == 1).all()
 
 
 def test_each_sentence_is_true_for_half_of_its_pairs(dataset: Path) -> None:
