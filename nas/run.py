@@ -18,7 +18,8 @@ from nas.config import RunConfig, config_hash, config_to_dict
 from nas.errors import UserError
 from nas.io import atomic_write_text, remove_stale_temporaries
 
-__all__ = ["make_run_dir", "run_folder", "setup_logging", "save_config", "provenance", "git_commit", "remove_interrupted_writes"]
+__all__ = ["make_run_dir", "run_folder", "setup_logging", "save_config", "provenance", "git_commit",
+           "remove_interrupted_writes"]
 
 log = logging.getLogger("nas")
 

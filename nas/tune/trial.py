@@ -106,8 +106,9 @@ def _restore(checkpoint: Any, run_dir: Path) -> tuple[bool, int]:
 
     Two copies can exist: Ray's, of the last epoch it registered, and the trial folder's own
     ``last.pt``, which the dead attempt may have written after that (an epoch whose report never
-    reached Ray, or a mid-epoch save). The further along wins; at a tie, Ray's. A trial restarted on another node,
-    with its own stale folder, still gets Ray's copy. With neither, training starts from scratch.
+    reached Ray, or a mid-epoch save). The further along wins; at a tie, Ray's. A trial restarted
+    on another node, with a stale folder of its own there, still gets Ray's copy. With neither,
+    training starts from scratch.
     """
     own = run_dir / LAST
     own_progress = _progress(own) if own.is_file() else None
