@@ -48,7 +48,6 @@ def main() -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
     common = [*SPACE, f"train.threads={args.threads}", f"task.synth_size={args.size}", "train.batch_size=64"]
     if args.cache:
         common.append(f"task.cache_dir={args.cache}")

@@ -46,37 +46,36 @@ def run_folder(out: str | None, command: str, task: str) -> Iterator[Path]:
     """``make_run_dir`` for the body of a command. When the command is refused (a ``UserError``) before
     its run wrote anything but its config and log, what it wrote is removed again (the folder too, when
     the command made it): a bad setting leaves no run folder behind, and a fixed rerun starts clean."""
-    existing = Path(out) if out is not None and Path(out).is_dir() else None
-    before = {child.name for child in existing.iterdir()} if existing else set()
+    made = out is None or not Path(out).is_dir()
+    before = set() if made else {child.name for child in Path(out).iterdir()}
     path = make_run_dir(out, command, task)
     try:
         yield path
     except UserError:
         written = {child.name for child in path.iterdir()} - before
         if written <= _BEFORE_START:
-            _close_file_log()
-            if existing is None:
+            _remove_handlers(files_only=True)  # log.txt is about to go
+            if made:
                 shutil.rmtree(path, ignore_errors=True)
-            for name in written if existing else ():
-                (path / name).unlink(missing_ok=True)
+            else:
+                for name in written:
+                    (path / name).unlink(missing_ok=True)
         raise
 
 
-def _close_file_log() -> None:
+def _remove_handlers(files_only: bool = False) -> None:
+    """Detach and close the handlers ``setup_logging`` added (only its log file with ``files_only``)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, "_vlnas", False) and isinstance(handler, logging.FileHandler):
+        if getattr(handler, "_vlnas", False) and (not files_only or isinstance(handler, logging.FileHandler)):
             root.removeHandler(handler)
             handler.close()
 
 
 def setup_logging(run_dir: Path | None, quiet: bool = False) -> None:
     """Log to the console (INFO, or WARNING with ``quiet``) and to ``<run_dir>/log.txt``."""
+    _remove_handlers()
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_vlnas", False):
-            root.removeHandler(handler)
-            handler.close()
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
     console.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -757,8 +757,6 @@ def test_tsv_lines_the_fuzzer_found(tmp_path: Path, line: bytes, expected: str) 
     ["pretrain", "--genotype", "genotypes/mcan.json", "--config", "smoke", "task.qa_fusion=max"],
 ], ids=["retrain-space", "retrain-width", "search-space", "pretrain-task"])
 def test_a_refused_run_leaves_no_run_folder(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from tests.conftest import REPO
-
     argv = [str(REPO / arg) if arg.startswith("genotypes/") else arg for arg in argv]
     new, empty = tmp_path / "new" / "run", tmp_path / "empty"
     empty.mkdir()

@@ -32,8 +32,8 @@ def test_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_genotypes_validate_and_build(path: Path) -> None:
     genotype = load_genotype(path)
-    depth = {stream: sum(label.startswith(f"{stream}/") for label in genotype.choices) for stream in ("enc", "dec")}
-    space = small_space(depth["enc"], depth["dec"])  # the published layouts are 12 / 18; mmnas_prior_small 4 / 6
+    depth = MmnasSpace.config_from_choices(genotype.choices)  # published layouts 12 / 18; mmnas_prior_small 4 / 6
+    space = small_space(depth["enc_blocks"], depth["dec_blocks"])
     space.validate(genotype, str(path))
     head = torch.nn.Identity()
     model = space.build_model(TaskMeta(vocab_size=20, feature_dim=8, num_outputs=3), head,

@@ -17,10 +17,11 @@ from typing import Mapping
 
 import numpy as np
 
+from nas.features_tsv import ObjRecord
 from nas.synth.world import ATTRIBUTES, ATTRIBUTE_VALUES, COLOR_NEIGHBOURS, COLORS, SHAPES, Proposals, Scene
 
 __all__ = ["ATTRIBUTE_CLASSES", "OBJECT_CLASSES", "Prototypes", "make_prototypes", "proposal_features",
-           "region_features", "region_labels"]
+           "region_features", "region_labels", "scene_record"]
 
 # The detector's label columns of an obj36 TSV (objects_id, attrs_id) index these.
 OBJECT_CLASSES = (*SHAPES, "part", "background")
@@ -134,3 +135,11 @@ def region_labels(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
         else:
             attrs[d.region], attr_conf[d.region] = ATTRIBUTE_CLASSES.index("none"), 0.0
     return objects, np.ones(count, np.float32), attrs, attr_conf
+
+
+def scene_record(image_id: str, scene: Scene, features: np.ndarray) -> ObjRecord:
+    """An obj36 TSV row for ``scene``: its boxes, its region features and the detector's labels."""
+    objects, objects_conf, attrs, attrs_conf = region_labels(scene)
+    return ObjRecord(img_id=image_id, img_h=scene.height, img_w=scene.width,
+                     boxes=np.asarray(scene.boxes, dtype=np.float32), features=features, objects_id=objects,
+                     objects_conf=objects_conf, attrs_id=attrs, attrs_conf=attrs_conf)

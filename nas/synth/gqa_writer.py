@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from nas.errors import UserError
 from nas.features_tsv import ObjRecord, write_obj_tsv
-from nas.synth.features import Prototypes, make_prototypes, region_features, region_labels
+from nas.synth.features import Prototypes, make_prototypes, region_features, scene_record
 from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_questions import FAMILIES, RELATIONS, Question, _phrase, generate_questions
 from nas.synth.world import ATTRIBUTE_VALUES, ATTRIBUTES, Scene, sample_scene
@@ -300,10 +300,7 @@ def _split(config: SynthGqaConfig, split_no: int, numbers: list[int], protos: Pr
             "objects": [{**{a: o.attr(a) for a in ATTRIBUTES}, "region": o.region} for o in scene.objects],
             "distractors": [{"kind": d.kind, "region": d.region, "parent": d.parent} for d in scene.distractors]}
         bar.update(1)
-        objects, objects_conf, attrs, attrs_conf = region_labels(scene)
-        yield ObjRecord(img_id=image_id, img_h=scene.height, img_w=scene.width,
-                        boxes=np.asarray(scene.boxes, dtype=np.float32), features=feats, objects_id=objects,
-                        objects_conf=objects_conf, attrs_id=attrs, attrs_conf=attrs_conf)
+        yield scene_record(image_id, scene, feats)
 
 
 def _unbalance(config: SynthGqaConfig, split_no: int, records: dict[str, dict]) -> None:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from nas.features_tsv import ObjRecord, write_obj_tsv
 from nas.io import atomic_write_jsonl
-from nas.synth.features import Prototypes, make_prototypes, region_features, region_labels
+from nas.synth.features import Prototypes, make_prototypes, region_features, scene_record
 from nas.synth.statements import NUMBERS, count_matching
 from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_questions import _phrase
@@ -210,10 +210,7 @@ def _split(config: SynthNlvr2Config, split_no: int, split: str, sets: int, proto
                 feats = region_features(scene, protos, config.feature_noise,
                                         seeded_rng(config, _STREAM_FEATURES, split_no, image_no))
                 image_no += 1
-                objects, objects_conf, attrs, attrs_conf = region_labels(scene)
-                yield ObjRecord(img_id=image_id, img_h=scene.height, img_w=scene.width,
-                                boxes=np.asarray(scene.boxes, dtype=np.float32), features=feats, objects_id=objects,
-                                objects_conf=objects_conf, attrs_id=attrs, attrs_conf=attrs_conf)
+                yield scene_record(image_id, scene, feats)
         for sentence_no, (family, sentence, truth) in enumerate(sentences):
             meta["families"][f"{split}-{index}--{sentence_no}"] = family
             for pair_no, label in enumerate(truth):

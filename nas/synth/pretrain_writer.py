@@ -31,14 +31,14 @@ from tqdm import tqdm
 
 from nas.features_tsv import ObjRecord, write_obj_tsv
 from nas.synth.expressions import generate_captions
-from nas.synth.features import ATTRIBUTE_CLASSES, OBJECT_CLASSES, make_prototypes, region_features, region_labels
+from nas.synth.features import ATTRIBUTE_CLASSES, OBJECT_CLASSES, make_prototypes, region_features, scene_record
 from nas.synth.statements import StatementBalance, single_image_statements
 from nas.synth.store import check_fields, ensure_dataset, read_meta, scene_checks, seeded_rng, write_json
 from nas.synth.vqa_questions import generate_questions
 from nas.synth.world import Scene, sample_scene
 
-__all__ = ["GENERATOR", "VERSION", "SPLITS", "OBJECT_CLASSES", "ATTRIBUTE_CLASSES", "SynthPretrainConfig",
-           "SynthPretrainSummary", "corpus_path", "feature_path", "generate_pretrain", "region_labels"]
+__all__ = ["GENERATOR", "VERSION", "SPLITS", "SynthPretrainConfig", "SynthPretrainSummary", "corpus_path",
+           "feature_path", "generate_pretrain"]
 
 GENERATOR = "vlnas-synth-pretrain"
 VERSION = 2  # 2: statements balanced per sentence
@@ -137,11 +137,8 @@ def _split(config: SynthPretrainConfig, split_no: int, names: list[str], entries
             entry["sentf"]["statements"] = [text for text, _ in statements]
             entry["labelf"]["statements"] = [{"yes" if true else "no": 1.0} for _, true in statements]
         entries.append(entry)
-        objects, objects_conf, attrs, attrs_conf = region_labels(scene)
         bar.update(1)
-        yield ObjRecord(img_id=name, img_h=scene.height, img_w=scene.width,
-                        boxes=np.asarray(scene.boxes, dtype=np.float32), features=features, objects_id=objects,
-                        objects_conf=objects_conf, attrs_id=attrs, attrs_conf=attrs_conf)
+        yield scene_record(name, scene, features)
 
 
 def _build(tmp: Path, config: SynthPretrainConfig, progress: bool) -> SynthPretrainSummary:

@@ -70,7 +70,7 @@ def run_trial(params: dict[str, Any], config: RunConfig, out: str) -> None:
         threads = max(1, int(config.strategy.cpus_per_trial))
         run_config = dataclasses.replace(run_config, train=dataclasses.replace(run_config.train, threads=threads))
     attempt = _record_attempt(run_dir)
-    resume, reported = _restore(tune.get_checkpoint(), run_dir)
+    resumed, reported = _restore(tune.get_checkpoint(), run_dir)
     save_config(run_config, run_dir)
     genotype = Genotype(space=space.name, task=config.task.name, choices=choices,
                         provenance=provenance(config, strategy="ray", trial=trial_id))
@@ -83,16 +83,15 @@ def run_trial(params: dict[str, Any], config: RunConfig, out: str) -> None:
                    "attempt": attempt, "node_id": node_id}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(run_dir / LAST.parent)))
 
-    if resume:
-        state = load_checkpoint(run_dir / LAST, require=("epoch", "history"))
-        for record in state["history"][reported:]:  # finished by the dead attempt, never registered by Ray
+    if resumed is not None:
+        for record in resumed["history"][reported:]:  # finished by the dead attempt, never registered by Ray
             log.info("reporting epoch %d, which Ray did not register before the last attempt died", record["epoch"])
             report(record["epoch"], record)
-        if state["epoch"] >= run_config.train.epochs:
+        if resumed["epoch"] >= run_config.train.epochs:
             _finish_attempt(run_dir, "complete")  # it died after its last epoch: nothing is left to train
             return
     try:
-        run_retrain(run_config, genotype, run_dir, progress=False, resume=resume,
+        run_retrain(run_config, genotype, run_dir, progress=False, resume=resumed is not None,
                     genotype_source=f"trial {trial_id}", on_epoch=report)
     except DivergenceError as error:  # this architecture or learning rate diverges: the trial ends, the sweep goes on
         log.warning("trial %s: %s", trial_id, error)
@@ -101,8 +100,9 @@ def run_trial(params: dict[str, Any], config: RunConfig, out: str) -> None:
     _finish_attempt(run_dir, "complete")
 
 
-def _restore(checkpoint: Any, run_dir: Path) -> tuple[bool, int]:
-    """Put the furthest-along checkpoint of this trial in place; returns (resume?, epochs Ray has registered).
+def _restore(checkpoint: Any, run_dir: Path) -> tuple[dict[str, Any] | None, int]:
+    """Put the furthest-along checkpoint of this trial in place; returns its contents (None: train
+    from scratch) and how many epochs Ray has registered.
 
     Two copies can exist: Ray's, of the last epoch it registered, and the trial folder's own
     ``last.pt``, which the dead attempt may have written after that (an epoch whose report never
@@ -110,32 +110,35 @@ def _restore(checkpoint: Any, run_dir: Path) -> tuple[bool, int]:
     on another node, with a stale folder of its own there, still gets Ray's copy. With neither,
     training starts from scratch.
     """
-    own = run_dir / LAST
-    own_progress = _progress(own) if own.is_file() else None
+    own_path = run_dir / LAST
+    own = _read(own_path) if own_path.is_file() else None
     if checkpoint is None:
-        if own_progress is None:
-            if own.parent.exists():
-                shutil.rmtree(own.parent)  # partial writes of an attempt that never checkpointed
-            return False, 0
-        log.info("restarted before Ray registered a checkpoint: resuming from the trial's own %s", own)
-        return True, 0
+        if own is None:
+            if own_path.parent.exists():
+                shutil.rmtree(own_path.parent)  # partial writes of an attempt that never checkpointed
+            return None, 0
+        log.info("restarted before Ray registered a checkpoint: resuming from the trial's own %s", own_path)
+        return own, 0
     with checkpoint.as_directory() as saved:
         source = Path(saved) / LAST.name
-        registered = _progress(source)
-        if own_progress is not None and own_progress > registered:
+        registered = _read(source)
+        if own is not None and _progress(own) > _progress(registered):
             log.info("kept the trial's own %s: it is further along than Ray's checkpoint (epoch %d)",
-                     own, registered[0])
-            return True, registered[0]
-        if own.parent.exists():
-            shutil.rmtree(own.parent)
-        atomic_write(own, lambda tmp: shutil.copyfile(source, tmp))
-    log.info("restored %s from Ray's checkpoint of the last reported epoch", own)
-    return True, registered[0]
+                     own_path, registered["epoch"])
+            return own, registered["epoch"]
+        if own_path.parent.exists():
+            shutil.rmtree(own_path.parent)
+        atomic_write(own_path, lambda tmp: shutil.copyfile(source, tmp))
+    log.info("restored %s from Ray's checkpoint of the last reported epoch", own_path)
+    return registered, registered["epoch"]
 
 
-def _progress(path: Path) -> tuple[int, int]:
+def _read(path: Path) -> dict[str, Any]:
+    return load_checkpoint(path, require=("epoch", "history"))
+
+
+def _progress(state: dict[str, Any]) -> tuple[int, int]:
     """How far a checkpoint is: (finished epochs, steps into the next one)."""
-    state = load_checkpoint(path, require=("epoch",))
     return int(state["epoch"]), int((state.get("progress") or {}).get("steps", 0))
 
 

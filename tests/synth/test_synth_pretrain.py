@@ -12,9 +12,8 @@ import pytest
 from nas.errors import UserError
 from nas.features_tsv import read_obj_tsv
 from nas.synth import SynthGqaConfig, SynthPretrainConfig, generate_pretrain
-from nas.synth.features import make_prototypes
-from nas.synth.pretrain_writer import (ATTRIBUTE_CLASSES, OBJECT_CLASSES, SPLITS, corpus_path, feature_path,
-                                       region_labels)
+from nas.synth.features import ATTRIBUTE_CLASSES, OBJECT_CLASSES, make_prototypes, region_labels
+from nas.synth.pretrain_writer import SPLITS, corpus_path, feature_path
 from nas.synth.statements import NUMBERS, StatementBalance, single_image_statements
 from nas.synth.world import ATTRIBUTE_VALUES, sample_scene
 from tasks.pretrain.corpus import read_corpus
