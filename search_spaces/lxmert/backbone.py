@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from search_spaces.lxmert.ops import LAYER_NORM_EPS
 from search_spaces.mmnas.geometry import box_geometry
 from search_spaces.mmnas.relation import embed_geometry
 
@@ -24,16 +25,20 @@ class LxmertEncoder(nn.Module):
         obj: per object layer, its blocks keyed by ``SINGLE_STREAM_SLOTS``.
         cross: per cross-modality layer, its blocks keyed by ``CROSS_SLOTS``.
         relation_dim: size of the shared box-geometry embedding read by relation self-attention.
+        final_norm_width: with pre-LN blocks, the width H of a LayerNorm closing each stream (their
+            residual sums are never normalised otherwise); 0 for LXMERT's post-LN layers.
 
     Every block is called as ``block(x, x_keep, context, context_keep, relation)`` and returns x's shape.
     """
 
     def __init__(self, lang: list[dict[str, nn.Module]], obj: list[dict[str, nn.Module]],
-                 cross: list[dict[str, nn.Module]], relation_dim: int) -> None:
+                 cross: list[dict[str, nn.Module]], relation_dim: int, final_norm_width: int = 0) -> None:
         super().__init__()
         self.lang = nn.ModuleList(nn.ModuleDict(layer) for layer in lang)
         self.obj = nn.ModuleList(nn.ModuleDict(layer) for layer in obj)
         self.cross = nn.ModuleList(nn.ModuleDict(layer) for layer in cross)
+        self.text_norm = nn.LayerNorm(final_norm_width, eps=LAYER_NORM_EPS) if final_norm_width else nn.Identity()
+        self.image_norm = nn.LayerNorm(final_norm_width, eps=LAYER_NORM_EPS) if final_norm_width else nn.Identity()
         object_blocks = [layer["self"] for layer in obj] + [layer["obj_self"] for layer in cross]
         uses_relation = any(getattr(block, "needs_relation", False) for block in object_blocks)
         # One geometry embedding shared by every relation block, as MmNas's linear_y_rel.
@@ -57,4 +62,4 @@ class LxmertEncoder(nn.Module):
             image = layer["obj_self"](image, image_keep, text, text_keep, relation)
             text = layer["lang_ffn"](text, text_keep, image, image_keep, None)
             image = layer["obj_ffn"](image, image_keep, text, text_keep, relation)
-        return text, image  # (B, T, H), (B, N, H)
+        return self.text_norm(text), self.image_norm(image)  # (B, T, H), (B, N, H)

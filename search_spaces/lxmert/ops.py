@@ -5,7 +5,8 @@ returns a tensor shaped like ``x`` (one stream), so a strategy's mixed op can
 hold any of them at one label. The layers follow BERT as LXMERT uses it
 (airsplay/lxmert ``src/lxrt/modeling.py``): attention projections and output
 dense with biases, a GELU feed-forward, and post-LayerNorm residuals
-``LayerNorm(x + Dropout(f(x)))`` with ``nn.LayerNorm(eps=1e-12)``.
+``LayerNorm(x + Dropout(f(x)))`` with ``nn.LayerNorm(eps=1e-12)``; ``space.norm=pre`` builds
+pre-LN residuals instead.
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ class CrossAttention(_Bert, mmnas_ops.GuidedAttention):
     """LXMERT's ``BertCrossattLayer``: one stream attends to the other (``context``)."""
 
     missing_context = "cross attention needs the other stream as context"
+
+    def __init__(self, sizes: OpSizes) -> None:
+        super().__init__(sizes)
+        # Pre-LN leaves the other stream a raw residual sum as well, so it is normalised before it
+        # gives keys and values; post-LN streams leave every sublayer normalised already.
+        self.context_norm = self.make_norm(sizes.hidden) if sizes.norm_first else None
+
+    def forward(self, x, x_keep, context=None, context_keep=None, relation=None):
+        # x: (B, L, H); context: (B, M, H) -> (B, L, H)
+        if context is not None and self.context_norm is not None:
+            context = self.context_norm(context)
+        return super().forward(x, x_keep, context, context_keep, relation)
 
 
 class RelationSelfAttention(_Bert, mmnas_ops.RelationSelfAttention):

@@ -37,7 +37,7 @@ from search_spaces.lxmert.backbone import CROSS_SLOTS, SINGLE_STREAM_SLOTS, Lxme
 from search_spaces.lxmert.embedding import LxmertEmbedding
 from search_spaces.lxmert.ops import (CROSS_OPS, FFN_OPS, LANG_SELF_OPS, OBJ_SELF_OPS, PARAMETER_FREE,
                                       SHORT_NAMES, OpSizes, make_op)
-from search_spaces.mmnas.space import MAX_BLOCKS
+from search_spaces.mmnas.space import MAX_BLOCKS, NORMS
 
 __all__ = ["LxmertSpace", "LxmertConfig"]
 
@@ -62,6 +62,9 @@ class LxmertConfig:
     share_cross_attention: bool = True  # LXMERT: one visual_attention for both directions
     relation_dim: int = 64  # box-geometry embedding of rel_self_att (MmNas's 4 -> 64)
     max_positions: int = 512  # BERT's position embeddings
+    # "post" is LXMERT's (BERT's) LayerNorm(x + f(x)); "pre" is x + f(LayerNorm(x)) with a LayerNorm
+    # closing each stream, which trains a deep stack at a higher rate.
+    norm: str = "post"
 
 
 @SPACES.register("lxmert")
@@ -83,6 +86,8 @@ class LxmertSpace(SearchSpace):
                 raise UserError(f"space.{key}={getattr(config, key)}: must be at least 1")
         if not 0.0 <= config.dropout < 1.0:
             raise UserError(f"space.dropout={config.dropout}: must be in [0, 1)")
+        if config.norm not in NORMS:
+            raise UserError(f"space.norm={config.norm!r}: must be one of {', '.join(NORMS)}")
         if config.hidden % config.head_dim:
             raise UserError(f"space.hidden={config.hidden}: not a multiple of space.head_dim={config.head_dim}")
 
@@ -111,7 +116,7 @@ class LxmertSpace(SearchSpace):
     def build_model(self, meta: TaskMeta, head: nn.Module, block_factory: BlockFactory) -> nn.Module:
         cfg = self.config
         sizes = OpSizes(hidden=cfg.hidden, head_dim=cfg.head_dim, ffn_mult=cfg.ffn_mult,
-                        dropout=cfg.dropout, relation_dim=cfg.relation_dim)
+                        dropout=cfg.dropout, relation_dim=cfg.relation_dim, norm_first=cfg.norm == "pre")
 
         def layer(kind: str, index: int) -> dict[str, nn.Module]:
             shared: dict[str, nn.Module] = {}
@@ -132,7 +137,8 @@ class LxmertSpace(SearchSpace):
         embedding = LxmertEmbedding(meta.vocab_size, cfg.hidden, meta.feature_dim, cfg.dropout,
                                     cfg.max_positions, meta.word_vectors)
         return VisionLanguageModel(embedding, LxmertEncoder(layers["lang"], layers["obj"], layers["cross"],
-                                                            cfg.relation_dim), head)
+                                                            cfg.relation_dim, cfg.hidden if cfg.norm == "pre" else 0),
+                                   head)
 
     def describe(self, choices: Mapping[str, str]) -> str:
         """E.g. ``lang: SA+FFN x9 | obj: SA+FFN x5 | cross (lang/obj): X+SA+FFN/X+SA+FFN x5``."""

@@ -80,7 +80,8 @@ def test_labels_prior_and_depths_round_trip() -> None:
 @pytest.mark.parametrize("override, message", [({"head_dim": 0}, "space.head_dim=0: must be at least 1"),
                                                ({"hidden": 30}, "space.hidden=30: not a multiple of space.head_dim=8"),
                                                ({"dropout": 1.0}, "space.dropout=1.0: must be in [0, 1)"),
-                                               ({"cross_layers": 5000}, "space.cross_layers=5000: must be between")])
+                                               ({"cross_layers": 5000}, "space.cross_layers=5000: must be between"),
+                                               ({"norm": "mid"}, "space.norm='mid': must be one of post, pre")])
 def test_bad_sizes_are_one_line_errors(override: dict, message: str) -> None:
     with pytest.raises(UserError, match=re.escape(message)):
         LxmertSpace(LxmertConfig(**{"hidden": 16, "head_dim": 8, **override}))
@@ -146,6 +147,40 @@ def test_identity_everywhere_is_the_identity() -> None:
     out_text, out_image = model.backbone(text, torch.ones(2, 4, dtype=torch.bool), image,
                                          torch.ones(2, 3, dtype=torch.bool), torch.rand(2, 3, 4))
     assert torch.equal(out_text, text) and torch.equal(out_image, image)
+
+
+def test_pre_ln_passes_both_streams_through_and_normalises_the_cross_attention_context() -> None:
+    choices = {**tiny_space().prior(), "obj/0/self": "rel_self_att"}
+    pre = tiny_space(norm="pre").build_model(META, head(), fixed_block_factory(choices)).eval()
+    post = tiny_space().build_model(META, head(), fixed_block_factory(choices))
+    extra = set(pre.state_dict()) - set(post.state_dict())
+    assert set(post.state_dict()) < set(pre.state_dict())  # post-LN checkpoints keep their keys
+    assert extra == {f"backbone.{name}" for name in ("text_norm.weight", "text_norm.bias", "image_norm.weight",
+                                                     "image_norm.bias")} | {
+        f"backbone.cross.{i}.{slot}.context_norm.{p}" for i in range(2) for slot in ("lang_cross", "obj_cross")
+        for p in ("weight", "bias")}
+    data = batch()
+    text, text_keep, image, image_keep = pre.embedding(data["tokens"], data["features"], data["boxes"],
+                                                       data["num_regions"], data["image_size"])
+    # The other stream reaches a pre-LN cross-attention normalised: scaling it changes nothing.
+    cross = pre.backbone.cross[0]["obj_cross"]
+    with torch.no_grad():
+        torch.testing.assert_close(cross(image, image_keep, 3 * text, text_keep),
+                                   cross(image, image_keep, text, text_keep), atol=1e-5, rtol=1e-5)
+        # With every sublayer's output projection at zero, each stream passes through untouched to its
+        # closing LayerNorm.
+        for name, parameter in pre.backbone.named_parameters():
+            if re.search(r"(attention\.merge|\.output)\.(weight|bias)$", name):
+                parameter.zero_()
+        out_text, out_image = pre.backbone(text, text_keep, image, image_keep, data["boxes"])
+    torch.testing.assert_close(out_text, pre.backbone.text_norm(text))
+    torch.testing.assert_close(out_image, pre.backbone.image_norm(image))
+    pre.train()
+    pre(data).square().sum().backward()
+    for name, parameter in pre.named_parameters():
+        if "merge" not in name and ".output." not in name:  # cut off by the zeroed projections after them
+            continue
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
 
 
 @pytest.mark.parametrize("share", [True, False])
