@@ -29,19 +29,20 @@ _UNREADABLE = (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, In
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
-                    require: tuple[str, ...] = ()) -> dict[str, Any]:
+                    require: tuple[str, ...] = (), mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint without running pickled code (``weights_only=True``).
 
     Args:
         path: the ``.pt`` file.
         map_location: where tensors go.
         require: top-level keys the caller reads; a checkpoint without one is a one-line error.
+        mmap: map the file instead of reading it, for a caller that reads only a few small entries.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         unsafe = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(error))  # two torch wordings
         if unsafe:

@@ -78,6 +78,18 @@ def test_resumed_search_matches_an_uninterrupted_one(searched: Path, tmp_path: P
     assert load_genotype(out / "genotype.json").provenance["epoch"] == 2
 
 
+def test_retrain_resumes_from_its_run_folder_alone(searched: Path, tmp_path: Path) -> None:
+    out = tmp_path / "retrain"
+    assert main(["retrain", "--genotype", str(searched / "genotype.json"), "--out", str(out), *SMOKE,
+                 "train.epochs=1"]) == 0
+    # No --genotype: the run's checkpoint names what it trains, as its config.yaml names the recipe.
+    assert main(["retrain", "--out", str(out), "--resume", "--quiet", "train.epochs=2"]) == 0
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["epoch"] == 2 and state["genotype"]["choices"] == load_genotype(searched / "genotype.json").choices
+    assert json.loads((out / "summary.json").read_text())["genotype"]["choices"] == state["genotype"]["choices"]
+
+
 def test_published_genotype_retrains_on_the_builtin_data(tmp_path: Path) -> None:
     from tests.conftest import REPO
 
@@ -101,6 +113,8 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
         (["search", "--task", "vqq"], f"unknown task 'vqq'. Available: {', '.join(sorted(TASKS.names()))}"),
         (["search", "--config", str(tmp_path / "nope.yaml")], "nope.yaml: config file not found"),
         (["search", "--out", str(tmp_path / "fresh"), "--resume"], "config.yaml: not found"),
+        (["retrain", "--config", "smoke"], "--genotype FILE is required (e.g. genotypes/mmnas_vqa.json)"),
+        (["pretrain", "--out", str(tmp_path / "fresh"), "--resume"], "last.pt: checkpoint not found"),
     ]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "vlnas-genotype", "version": 1, "space": "mmnas", "task": "vqa",

@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 
 from nas.cli.common import add_run_arguments
-from nas.cli.retrain_cmd import add_init_argument, run as run_retrain_command
+from nas.cli.retrain_cmd import add_genotype_argument, add_init_argument, run as run_retrain_command
 
 HELP = """Pre-train a genotype's embedding and backbone as LXMERT does, on a corpus of
 captions and questions about images (the 'pretrain' task), then start fine-tuning
@@ -46,8 +46,7 @@ examples:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("pretrain", help="pre-train a genotype (masked words and regions, matching, QA)",
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--genotype", required=True, metavar="FILE",
-                        help="genotype JSON (from nas search or genotypes/)")
+    add_genotype_argument(parser)
     add_init_argument(parser)
     add_run_arguments(parser)
     parser.set_defaults(handler=run, task="pretrain")

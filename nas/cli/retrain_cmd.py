@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from nas.cli.common import add_run_arguments, config_layers, resume_layers, run_on_ranks, should_resume
+from nas.checkpoint import load_checkpoint
 from nas.config import Layer, resolve_config
-from nas.genotype import load_genotype
+from nas.errors import UserError
+from nas.genotype import Genotype, genotype_from_dict, load_genotype
 from nas.registry import SPACES
 from nas.run import run_folder, save_config, setup_logging
 
@@ -27,7 +30,7 @@ summary.json, config.yaml and log.txt.
 examples:
   nas retrain --genotype genotypes/mmnas_vqa.json --config smoke
   nas retrain --genotype runs/qs/genotype.json --config quickstart train.epochs=8
-  nas retrain --genotype runs/qs/genotype.json --out runs/qs-train --resume
+  nas retrain --out runs/qs-train --resume train.epochs=12
   nas retrain --genotype genotypes/mmnas_vqa.json --config smoke --nproc 2
   torchrun --nproc-per-node 4 -m nas retrain --genotype genotypes/mmnas_vqa.json
 
@@ -40,11 +43,35 @@ samples. Rerunning a command whose --out holds a checkpoint resumes it.
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("retrain", help="train a genotype as a fixed network",
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--genotype", required=True, metavar="FILE", help="genotype JSON (from nas search or genotypes/)")
+    add_genotype_argument(parser)
     parser.add_argument("--task", help="task to train on (default: the genotype's task)")
     add_init_argument(parser)
     add_run_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+def add_genotype_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--genotype", metavar="FILE",
+                        help="genotype JSON (from nas search or genotypes/); required unless --resume, which "
+                             "takes the genotype saved in --out's checkpoint")
+
+
+def run_genotype(args: argparse.Namespace) -> tuple[Genotype, str]:
+    """The genotype to train and where it came from: ``--genotype``, or on ``--resume`` without it, the
+    one saved in the run's last checkpoint."""
+    if args.genotype is not None:
+        return load_genotype(args.genotype), str(args.genotype)
+    if not args.resume:
+        raise UserError("--genotype FILE is required (e.g. genotypes/mmnas_vqa.json); only --resume may leave it "
+                        "out")
+    if args.out is None:
+        raise UserError("--resume needs --out, the run directory to continue")
+    from nas.retrain import LAST
+
+    checkpoint = Path(args.out) / LAST
+    # mmap: only the small genotype entry is read here; the resume loads the tensors.
+    state = load_checkpoint(checkpoint, require=("genotype",), mmap=True)
+    return genotype_from_dict(state["genotype"], f"{checkpoint} (genotype)"), str(checkpoint)
 
 
 def add_init_argument(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +85,8 @@ def add_init_argument(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, command: str = "retrain") -> int:
     from nas.retrain import LAST
 
-    genotype = load_genotype(args.genotype)
-    depth = Layer(f"{args.genotype} (depth)", {"space": {"name": genotype.space,
+    genotype, source = run_genotype(args)
+    depth = Layer(f"{source} (depth)", {"space": {"name": genotype.space,
                   **SPACES.get(genotype.space).config_from_choices(genotype.choices)}})
     if args.resume:
         layers = resume_layers(args, command)
@@ -74,7 +101,7 @@ def run(args: argparse.Namespace, command: str = "retrain") -> int:
         resume = should_resume(args, config, run_dir / LAST)
         save_config(config, run_dir)
         run_on_ranks(args.nproc, run_dir, args.quiet, _work, config, genotype.to_dict(), run_dir, not args.quiet,
-                     resume, str(args.genotype))
+                     resume, source)
     return 0
 
 
