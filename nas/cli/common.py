@@ -14,7 +14,7 @@ from nas.errors import UserError
 from nas.registry import SPACES, STRATEGIES
 from nas.run import setup_logging
 
-__all__ = ["add_run_arguments", "config_layers", "resume_layers", "should_resume", "run_on_ranks",
+__all__ = ["add_run_arguments", "config_layers", "resume_dir", "resume_layers", "should_resume", "run_on_ranks",
            "without_other_strategies_keys", "without_other_spaces_keys"]
 
 log = logging.getLogger("nas")
@@ -82,11 +82,16 @@ def config_layers(args: argparse.Namespace, defaults: dict[str, Any], after_file
     return without_other_spaces_keys(layers)
 
 
-def resume_layers(args: argparse.Namespace, command: str) -> list[Layer]:
-    """The saved ``config.yaml`` of the run in ``--out``, under this call's flags and overrides."""
+def resume_dir(args: argparse.Namespace) -> Path:
+    """The run directory ``--resume`` continues: ``--out``, which it needs."""
     if args.out is None:
         raise UserError("--resume needs --out, the run directory to continue")
-    saved = Path(args.out) / "config.yaml"
+    return Path(args.out)
+
+
+def resume_layers(args: argparse.Namespace, command: str) -> list[Layer]:
+    """The saved ``config.yaml`` of the run in ``--out``, under this call's flags and overrides."""
+    saved = resume_dir(args) / "config.yaml"
     if not saved.is_file():
         raise UserError(f"{saved}: not found; --resume continues a run directory made by 'nas {command}'")
     return without_other_spaces_keys([yaml_layer(saved), *config_layers(args, {})[1:]])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
-from nas.cli.common import add_run_arguments, config_layers, resume_layers, run_on_ranks, should_resume
+from nas.cli.common import (add_run_arguments, config_layers, resume_dir, resume_layers, run_on_ranks,
+                            should_resume)
 from nas.checkpoint import load_checkpoint
 from nas.config import Layer, resolve_config
 from nas.errors import UserError
@@ -64,11 +64,9 @@ def run_genotype(args: argparse.Namespace) -> tuple[Genotype, str]:
     if not args.resume:
         raise UserError("--genotype FILE is required (e.g. genotypes/mmnas_vqa.json); only --resume may leave it "
                         "out")
-    if args.out is None:
-        raise UserError("--resume needs --out, the run directory to continue")
     from nas.retrain import LAST
 
-    checkpoint = Path(args.out) / LAST
+    checkpoint = resume_dir(args) / LAST
     # mmap: only the small genotype entry is read here; the resume loads the tensors.
     state = load_checkpoint(checkpoint, require=("genotype",), mmap=True)
     return genotype_from_dict(state["genotype"], f"{checkpoint} (genotype)"), str(checkpoint)

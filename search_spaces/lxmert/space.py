@@ -115,8 +115,9 @@ class LxmertSpace(SearchSpace):
 
     def build_model(self, meta: TaskMeta, head: nn.Module, block_factory: BlockFactory) -> nn.Module:
         cfg = self.config
+        pre_norm = cfg.norm == "pre"
         sizes = OpSizes(hidden=cfg.hidden, head_dim=cfg.head_dim, ffn_mult=cfg.ffn_mult,
-                        dropout=cfg.dropout, relation_dim=cfg.relation_dim, norm_first=cfg.norm == "pre")
+                        dropout=cfg.dropout, relation_dim=cfg.relation_dim, norm_first=pre_norm)
 
         def layer(kind: str, index: int) -> dict[str, nn.Module]:
             shared: dict[str, nn.Module] = {}
@@ -137,7 +138,7 @@ class LxmertSpace(SearchSpace):
         embedding = LxmertEmbedding(meta.vocab_size, cfg.hidden, meta.feature_dim, cfg.dropout,
                                     cfg.max_positions, meta.word_vectors)
         return VisionLanguageModel(embedding, LxmertEncoder(layers["lang"], layers["obj"], layers["cross"],
-                                                            cfg.relation_dim, cfg.hidden if cfg.norm == "pre" else 0),
+                                                            cfg.relation_dim, cfg.hidden if pre_norm else 0),
                                    head)
 
     def describe(self, choices: Mapping[str, str]) -> str:
