@@ -1,5 +1,9 @@
 """Start a retrain from a pre-trained checkpoint of the same genotype (``train.init``).
 
+The checkpoint is a ``nas pretrain`` run's, or any other retrain's of the same genotype and space
+settings: a GQA retrain starts an NLVR2 one, as LXMERT's QA pre-training precedes its NLVR2
+fine-tuning (``benchmarks/README.md``: lxr955 on the built-in NLVR2 data).
+
 The embedding and backbone weights are copied. Of the head, only the pooling layers that the
 heads share by name (``head.text_pool``, ``head.image_pool``, ``head.norm``: MCAN's AttFlat
 pooling and the fused vector's norm) are copied, where both heads have them in the same shape:

@@ -267,6 +267,15 @@ def test_search_and_retrain_on_builtin_gqa(tmp_path: Path, capsys: pytest.Captur
     assert "lang_layers: 9" in saved and "cross_layers: 5" in saved and "enc_blocks" not in saved
     assert summary["genotype"]["space"] == "lxmert" and summary["final"]["questions"] == 80  # tiny val split
     assert 0.0 <= summary["final"]["accuracy"] <= 100.0 and summary["test"]["questions"] > 0
+    # The GQA retrain starts an NLVR2 one (the built-in sets share the feature prototypes): the whole
+    # embedding and backbone, and the AttFlat pooling that GQA's head and NLVR2's pair head share.
+    nlvr2 = tmp_path / "nlvr2"
+    assert main(["retrain", "--genotype", str(LXR955), "--task", "nlvr2", "--out", str(nlvr2), "--config", "smoke",
+                 "--quiet", "train.threads=1", f"task.cache_dir={tmp_path / 'cache'}", "space.hidden=16",
+                 "space.head_dim=8", "train.epochs=1", "--init", str(retrain / "checkpoints" / "best.pt")]) == 0
+    log = (nlvr2 / "log.txt").read_text()
+    assert "train.init: 496 embedding and backbone tensors and 14 head pooling tensors" in log
+    assert json.loads((nlvr2 / "summary.json").read_text())["final"]["num_examples"] > 0
     # Typed on the command line, another space's key is still a mistake.
     capsys.readouterr()
     assert main(["search", "--task", "gqa", "--space", "lxmert", "--out", str(tmp_path / "bad"), *smoke,
